@@ -1,0 +1,71 @@
+//! Human formatting shared by the daemon's messages and cofferctl's output.
+
+use chrono::{DateTime, Utc};
+
+/// Formats a byte count with binary units: `512 B`, `1.5 KiB`, `3.2 GiB`.
+pub fn bytes(n: u64) -> String {
+    const UNITS: [&str; 6] = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];
+    if n < 1024 {
+        return format!("{n} B");
+    }
+    let mut value = n as f64;
+    let mut unit = 0;
+    while value >= 1024.0 && unit < UNITS.len() - 1 {
+        value /= 1024.0;
+        unit += 1;
+    }
+    format!("{value:.1} {}", UNITS[unit])
+}
+
+/// Formats a duration in whole units a person reads at a glance: `850ms`, `12.3s`,
+/// `4m 05s`, `2h 03m`, `3d 04h`.
+pub fn duration(d: std::time::Duration) -> String {
+    let ms = d.as_millis();
+    let s = d.as_secs();
+    match s {
+        0 => format!("{ms}ms"),
+        1..60 => format!("{:.1}s", d.as_secs_f64()),
+        60..3600 => format!("{}m {:02}s", s / 60, s % 60),
+        3600..86400 => format!("{}h {:02}m", s / 3600, (s % 3600) / 60),
+        _ => format!("{}d {:02}h", s / 86400, (s % 86400) / 3600),
+    }
+}
+
+/// Formats Unix seconds as RFC 3339 UTC (`2026-11-23T02:00:05Z`), or `-` for 0.
+pub fn timestamp(unix: i64) -> String {
+    if unix == 0 {
+        return "-".to_owned();
+    }
+    DateTime::<Utc>::from_timestamp(unix, 0)
+        .map(|t| t.format("%Y-%m-%dT%H:%M:%SZ").to_string())
+        .unwrap_or_else(|| "-".to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn byte_units() {
+        assert_eq!(bytes(0), "0 B");
+        assert_eq!(bytes(1023), "1023 B");
+        assert_eq!(bytes(1536), "1.5 KiB");
+        assert_eq!(bytes(3 * 1024 * 1024 * 1024), "3.0 GiB");
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(duration(Duration::from_millis(850)), "850ms");
+        assert_eq!(duration(Duration::from_millis(12_340)), "12.3s");
+        assert_eq!(duration(Duration::from_secs(245)), "4m 05s");
+        assert_eq!(duration(Duration::from_secs(7380)), "2h 03m");
+        assert_eq!(duration(Duration::from_secs(3 * 86400 + 4 * 3600)), "3d 04h");
+    }
+
+    #[test]
+    fn timestamps() {
+        assert_eq!(timestamp(0), "-");
+        assert_eq!(timestamp(1_795_399_205), "2026-11-23T02:00:05Z");
+    }
+}

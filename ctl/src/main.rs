@@ -1,0 +1,210 @@
+//! `cofferctl`: the thin command-line client of cofferd.
+//!
+//! Parse arguments, call one RPC on the daemon's Unix socket, print the answer
+//! (a table for people, one JSON document with `--json`), exit with the documented
+//! code: 0 ok, 1 operation failed, 2 usage or config error, 3 daemon unreachable.
+//! Errors are one sentence on stderr.
+//!
+//! - [`output`]: tables and JSON documents.
+//! - [`progress`]: progress bars on a TTY, plain lines otherwise.
+
+mod output;
+mod progress;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use coffer_common::client::{self, SOCKET_ENV};
+use coffer_common::proto::{self, backup_event::Event};
+use coffer_common::tonic::{Code, Status};
+
+/// Drive the Coffer backup daemon.
+#[derive(Parser)]
+#[command(name = "cofferctl", version, propagate_version = true)]
+struct Cli {
+    /// cofferd's socket.
+    #[arg(long, global = true, env = SOCKET_ENV, default_value = client::DEFAULT_SOCKET)]
+    socket: PathBuf,
+    /// Machine output: one JSON document on stdout.
+    #[arg(long, global = true)]
+    json: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Daemon version, uptime, jobs with last and next run, free disk.
+    Status,
+    /// Configured jobs.
+    Jobs,
+    /// Take a backup of JOB now.
+    Backup {
+        job: String,
+        /// A note stored with the backup.
+        #[arg(long)]
+        note: Option<String>,
+    },
+    /// List backups, newest first.
+    List { job: Option<String> },
+    /// Show one backup (ID, `latest` or `JOB:latest`).
+    Show { id: String },
+    /// Delete a backup.
+    Delete {
+        id: String,
+        /// Confirm the deletion.
+        #[arg(long)]
+        yes: bool,
+    },
+    /// Verify a backup's archive against its manifest.
+    Verify {
+        id: String,
+        /// Also run SQLite's integrity and foreign-key checks on the database.
+        #[arg(long)]
+        deep: bool,
+    },
+}
+
+/// A failure with its exit code.
+struct Failure {
+    code: u8,
+    message: String,
+}
+
+impl Failure {
+    fn usage(message: impl Into<String>) -> Failure {
+        Failure {
+            code: 2,
+            message: message.into(),
+        }
+    }
+}
+
+impl From<client::ConnectError> for Failure {
+    fn from(e: client::ConnectError) -> Failure {
+        Failure {
+            code: 3,
+            message: format!("{e}; is cofferd running? (use --socket or ${SOCKET_ENV})"),
+        }
+    }
+}
+
+impl From<Status> for Failure {
+    fn from(status: Status) -> Failure {
+        let code = match status.code() {
+            Code::Unavailable => 3,
+            Code::InvalidArgument => 2,
+            _ => 1,
+        };
+        let message = match status.code() {
+            Code::Unavailable => format!("cofferd is unavailable: {}", status.message()),
+            _ if status.message().is_empty() => format!("the daemon answered {:?}", status.code()),
+            _ => status.message().to_owned(),
+        };
+        Failure { code, message }
+    }
+}
+
+type Result<T> = std::result::Result<T, Failure>;
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let _ = e.print();
+            return if e.use_stderr() {
+                ExitCode::from(2)
+            } else {
+                ExitCode::SUCCESS
+            };
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("cofferctl: cannot start: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(f) => {
+            eprintln!("cofferctl: {}", f.message);
+            ExitCode::from(f.code)
+        }
+    }
+}
+
+async fn run(cli: Cli) -> Result<()> {
+    let json = cli.json;
+    if let Command::Delete { yes: false, id } = &cli.command {
+        return Err(Failure::usage(format!(
+            "deleting {id} cannot be undone; add --yes to confirm"
+        )));
+    }
+    let mut c = client::connect(&cli.socket).await?;
+    match cli.command {
+        Command::Status => {
+            let status = c.get_status(proto::GetStatusRequest {}).await?.into_inner();
+            output::status(&status, json);
+        }
+        Command::Jobs => {
+            let jobs = c.list_jobs(proto::ListJobsRequest {}).await?.into_inner();
+            output::jobs(&jobs.jobs, json);
+        }
+        Command::Backup { job, note } => {
+            let request = proto::CreateBackupRequest {
+                job: job.clone(),
+                note: note.unwrap_or_default(),
+            };
+            let stream = c.create_backup(request).await?.into_inner();
+            let backup = match progress::follow(stream, &format!("backing up {job}")).await? {
+                Event::Backup(b) => b,
+                _ => {
+                    return Err(Failure {
+                        code: 1,
+                        message: "the daemon sent an unexpected reply".into(),
+                    });
+                }
+            };
+            output::created(&backup, json);
+        }
+        Command::List { job } => {
+            let list = c
+                .list_backups(proto::ListBackupsRequest {
+                    job: job.unwrap_or_default(),
+                })
+                .await?
+                .into_inner();
+            output::backups(&list.backups, json);
+        }
+        Command::Show { id } => {
+            let backup = c.get_backup(proto::GetBackupRequest { id }).await?.into_inner();
+            output::backup(&backup, json);
+        }
+        Command::Delete { id, .. } => {
+            let deleted = c
+                .delete_backup(proto::DeleteBackupRequest { id })
+                .await?
+                .into_inner();
+            output::deleted(&deleted.id, json);
+        }
+        Command::Verify { id, deep } => {
+            let stream = c
+                .verify_backup(proto::VerifyBackupRequest { id: id.clone(), deep })
+                .await?
+                .into_inner();
+            match progress::follow(stream, &format!("verifying {id}")).await? {
+                Event::Verify(v) => output::verified(&v, json),
+                _ => {
+                    return Err(Failure {
+                        code: 1,
+                        message: "the daemon sent an unexpected reply".into(),
+                    });
+                }
+            }
+        }
+    }
+    Ok(())
+}

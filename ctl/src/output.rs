@@ -1,0 +1,373 @@
+//! What cofferctl prints: aligned tables for people, one JSON document for scripts
+//! (`--json`). JSON keys are kebab-case; times are RFC 3339 UTC or null.
+
+use coffer_common::format::{bytes, duration, timestamp};
+use coffer_common::proto;
+use serde::Serialize;
+use serde_json::{Value, json};
+
+/// RFC 3339 for a Unix time, null for 0.
+fn time_json(unix: i64) -> Value {
+    if unix == 0 {
+        Value::Null
+    } else {
+        Value::String(timestamp(unix))
+    }
+}
+
+fn print_json(value: &impl Serialize) {
+    match serde_json::to_string_pretty(value) {
+        Ok(text) => println!("{text}"),
+        Err(e) => eprintln!("cofferctl: cannot encode the output: {e}"),
+    }
+}
+
+/// The JSON object of a backup.
+pub fn backup_json(b: &proto::Backup) -> Value {
+    json!({
+        "id": b.id,
+        "job": b.job,
+        "created-at": time_json(b.created_at),
+        "size": b.size,
+        "sha256": b.sha256,
+        "protected": b.protected,
+        "note": b.note,
+        "verified-at": time_json(b.verified_at),
+        "verify-result": if b.verify_result.is_empty() { Value::Null } else { Value::String(b.verify_result.clone()) },
+        "path": b.path,
+        "hostname": b.hostname,
+        "coffer-version": b.coffer_version,
+        "sqlite-version": b.sqlite_version,
+        "database": {
+            "path": b.database_path,
+            "size": b.database_size,
+            "page-size": b.page_size,
+            "page-count": b.page_count,
+            "journal-mode": b.journal_mode,
+            "user-version": b.user_version,
+            "application-id": b.application_id,
+            "snapshot-method": b.snapshot_method,
+        },
+        "media-roots": b.media_roots,
+        "totals": {
+            "files": b.file_count,
+            "dirs": b.dir_count,
+            "symlinks": b.symlink_count,
+            "bytes": b.total_bytes,
+        },
+        "duration-ms": b.duration_ms,
+    })
+}
+
+/// Prints rows as columns separated by two spaces, the first row a header.
+fn table(rows: &[Vec<String>]) {
+    let Some(width) = rows.iter().map(Vec::len).max() else {
+        return;
+    };
+    let widths: Vec<usize> = (0..width)
+        .map(|i| {
+            rows.iter()
+                .filter_map(|r| r.get(i))
+                .map(|c| c.chars().count())
+                .max()
+                .unwrap_or(0)
+        })
+        .collect();
+    for row in rows {
+        let mut line = String::new();
+        for (i, cell) in row.iter().enumerate() {
+            if i + 1 == row.len() {
+                line.push_str(cell);
+            } else {
+                line.push_str(&format!("{cell:<w$}  ", w = widths[i]));
+            }
+        }
+        println!("{}", line.trim_end());
+    }
+}
+
+fn verification(b: &proto::Backup) -> String {
+    match b.verify_result.as_str() {
+        "" => "never".to_owned(),
+        "ok" => format!("ok {}", timestamp(b.verified_at)),
+        _ => format!("FAILED {}", timestamp(b.verified_at)),
+    }
+}
+
+pub fn backups(list: &[proto::Backup], json: bool) {
+    if json {
+        print_json(&list.iter().map(backup_json).collect::<Vec<_>>());
+        return;
+    }
+    if list.is_empty() {
+        println!("no backups");
+        return;
+    }
+    let mut rows = vec![vec![
+        "ID".into(),
+        "CREATED".into(),
+        "SIZE".into(),
+        "PINNED".into(),
+        "VERIFIED".into(),
+        "NOTE".into(),
+    ]];
+    for b in list {
+        rows.push(vec![
+            b.id.clone(),
+            timestamp(b.created_at),
+            bytes(b.size),
+            if b.protected { "yes".into() } else { "-".into() },
+            verification(b),
+            b.note.clone(),
+        ]);
+    }
+    table(&rows);
+}
+
+pub fn backup(b: &proto::Backup, json: bool) {
+    if json {
+        print_json(&backup_json(b));
+        return;
+    }
+    let rows = [
+        ("id", b.id.clone()),
+        ("job", b.job.clone()),
+        ("created", timestamp(b.created_at)),
+        ("archive", format!("{} ({})", b.path, bytes(b.size))),
+        ("sha256", b.sha256.clone()),
+        ("protected", if b.protected { "yes".into() } else { "no".into() }),
+        ("note", b.note.clone()),
+        (
+            "verified",
+            if b.verify_result.is_empty() || b.verify_result == "ok" {
+                verification(b)
+            } else {
+                format!("{}: {}", verification(b), b.verify_result)
+            },
+        ),
+        (
+            "database",
+            format!(
+                "{} ({}, {} pages of {} B, journal {}, user_version {})",
+                b.database_path,
+                bytes(b.database_size),
+                b.page_count,
+                b.page_size,
+                b.journal_mode,
+                b.user_version
+            ),
+        ),
+        ("snapshot", b.snapshot_method.clone()),
+        (
+            "media",
+            if b.media_roots.is_empty() {
+                "-".into()
+            } else {
+                b.media_roots.join(", ")
+            },
+        ),
+        (
+            "contents",
+            format!(
+                "{} files, {} dirs, {} symlinks, {} uncompressed",
+                b.file_count,
+                b.dir_count,
+                b.symlink_count,
+                bytes(b.total_bytes)
+            ),
+        ),
+        ("took", duration(std::time::Duration::from_millis(b.duration_ms))),
+        (
+            "made by",
+            format!(
+                "coffer {} on {}, SQLite {}",
+                b.coffer_version, b.hostname, b.sqlite_version
+            ),
+        ),
+    ];
+    for (key, value) in rows {
+        println!("{:<10} {value}", format!("{key}:"));
+    }
+}
+
+pub fn created(b: &proto::Backup, json: bool) {
+    if json {
+        print_json(&backup_json(b));
+    } else {
+        println!(
+            "backup {} created: {} ({} files, {} uncompressed) in {}",
+            b.id,
+            bytes(b.size),
+            b.file_count,
+            bytes(b.total_bytes),
+            duration(std::time::Duration::from_millis(b.duration_ms))
+        );
+    }
+}
+
+pub fn deleted(id: &str, json: bool) {
+    if json {
+        print_json(&json!({ "deleted": id }));
+    } else {
+        println!("backup {id} deleted");
+    }
+}
+
+pub fn verified(v: &proto::VerifyResult, json: bool) {
+    if json {
+        print_json(
+            &json!({ "id": v.id, "ok": v.ok, "entries": v.entries, "deep": v.deep, "error": v.error }),
+        );
+    } else {
+        let depth = if v.deep {
+            ", database integrity checked"
+        } else {
+            ""
+        };
+        println!(
+            "backup {} verified: {} entries match the manifest{depth}",
+            v.id, v.entries
+        );
+    }
+}
+
+fn run_text(run: Option<&proto::RunSummary>) -> String {
+    match run {
+        None => "never".into(),
+        Some(r) => {
+            let took = (r.finished_at - r.started_at).max(0) as u64;
+            let mut text = format!(
+                "{} {} ({})",
+                r.status,
+                timestamp(r.started_at),
+                duration(std::time::Duration::from_secs(took))
+            );
+            if !r.error.is_empty() {
+                text.push_str(": ");
+                text.push_str(&r.error);
+            }
+            text
+        }
+    }
+}
+
+pub fn status(s: &proto::GetStatusResponse, json: bool) {
+    if json {
+        let jobs: Vec<Value> = s
+            .jobs
+            .iter()
+            .map(|j| {
+                json!({
+                    "name": j.name,
+                    "running": j.running,
+                    "last-run": j.last_run.as_ref().map(|r| json!({
+                        "status": r.status,
+                        "started-at": time_json(r.started_at),
+                        "finished-at": time_json(r.finished_at),
+                        "error": r.error,
+                        "backup-id": r.backup_id,
+                    })),
+                    "next-run-at": time_json(j.next_run_at),
+                    "backup-count": j.backup_count,
+                    "backup-bytes": j.backup_bytes,
+                    "last-success-at": time_json(j.last_success_at),
+                    "problem": if j.problem.is_empty() { Value::Null } else { Value::String(j.problem.clone()) },
+                })
+            })
+            .collect();
+        print_json(&json!({
+            "version": s.version,
+            "uptime-seconds": s.uptime_seconds,
+            "started-at": time_json(s.started_at),
+            "backup-dir": s.backup_dir,
+            "backup-dir-free-bytes": s.backup_dir_free_bytes,
+            "state-dir": s.state_dir,
+            "jobs": jobs,
+        }));
+        return;
+    }
+    println!(
+        "cofferd {} up {}",
+        s.version,
+        duration(std::time::Duration::from_secs(s.uptime_seconds))
+    );
+    println!(
+        "backup dir {} ({} free)",
+        s.backup_dir,
+        bytes(s.backup_dir_free_bytes)
+    );
+    let mut rows = vec![vec![
+        "JOB".into(),
+        "BACKUPS".into(),
+        "SIZE".into(),
+        "LAST RUN".into(),
+        "NEXT RUN".into(),
+    ]];
+    for j in &s.jobs {
+        let mut last = if j.running {
+            "running".to_owned()
+        } else {
+            run_text(j.last_run.as_ref())
+        };
+        if !j.problem.is_empty() {
+            last = format!("{last} [problem: {}]", j.problem);
+        }
+        rows.push(vec![
+            j.name.clone(),
+            j.backup_count.to_string(),
+            bytes(j.backup_bytes),
+            last,
+            timestamp(j.next_run_at),
+        ]);
+    }
+    table(&rows);
+}
+
+pub fn jobs(jobs: &[proto::Job], json: bool) {
+    if json {
+        let list: Vec<Value> = jobs
+            .iter()
+            .map(|j| {
+                json!({
+                    "name": j.name,
+                    "database": j.database,
+                    "media": j.media,
+                    "schedule": j.schedule,
+                    "timezone": j.timezone,
+                    "compression-level": j.compression_level,
+                    "verify-after-backup": j.verify_after_backup,
+                    "min-free-space": j.min_free_space,
+                    "stale-after-seconds": j.stale_after_seconds,
+                    "catch-up": j.catch_up,
+                    "next-run-at": time_json(j.next_run_at),
+                    "retention": j.retention,
+                })
+            })
+            .collect();
+        print_json(&list);
+        return;
+    }
+    let mut rows = vec![vec![
+        "JOB".into(),
+        "DATABASE".into(),
+        "MEDIA".into(),
+        "SCHEDULE".into(),
+        "NEXT RUN".into(),
+        "RETENTION".into(),
+    ]];
+    for j in jobs {
+        rows.push(vec![
+            j.name.clone(),
+            j.database.clone(),
+            if j.media.is_empty() {
+                "-".into()
+            } else {
+                j.media.join(",")
+            },
+            format!("{} ({})", j.schedule, j.timezone),
+            timestamp(j.next_run_at),
+            j.retention.clone(),
+        ]);
+    }
+    table(&rows);
+}

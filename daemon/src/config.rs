@@ -1,0 +1,584 @@
+//! Loading and validating `cofferd.toml`.
+//!
+//! The file is parsed into `Raw*` structs (serde, kebab-case, unknown keys rejected),
+//! then validated into the typed [`Config`]: durations and sizes parsed, cron
+//! expressions and time zones checked, job names unique and well-formed, octal modes
+//! read. The rest of the daemon only ever sees a valid `Config`. Every error names the
+//! file, the key and what is wrong.
+//!
+//! A job's database is deliberately *not* checked here: a missing or invalid database
+//! must not stop the daemon from starting; its runs fail and its health says why.
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::retention::Policy;
+use crate::schedule::Schedule;
+
+/// Where the config is read from when neither `--config` nor `$COFFER_CONFIG` is given.
+pub const DEFAULT_CONFIG: &str = "/etc/coffer/cofferd.toml";
+
+/// A schedule value that turns scheduling off for a job (backups on demand only).
+pub const MANUAL_SCHEDULE: &str = "manual";
+
+/// Why a config could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("config file {path} is not valid: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("config file {path}: {key}: {message}")]
+    Invalid {
+        path: PathBuf,
+        key: String,
+        message: String,
+    },
+}
+
+/// Log line format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// The validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The file it was read from.
+    pub path: PathBuf,
+    pub daemon: DaemonConfig,
+    pub jobs: Vec<JobConfig>,
+}
+
+/// `[daemon]`.
+#[derive(Debug, Clone)]
+pub struct DaemonConfig {
+    pub socket: PathBuf,
+    pub state_dir: PathBuf,
+    pub backup_dir: PathBuf,
+    pub socket_mode: u32,
+    pub socket_group: Option<String>,
+    pub admin_uids: Vec<u32>,
+    pub admin_groups: Vec<String>,
+    pub read_uids: Vec<u32>,
+    pub read_groups: Vec<String>,
+    pub log_format: LogFormat,
+    pub max_concurrent_runs: usize,
+    pub shutdown_grace: Duration,
+    pub max_upload_size: u64,
+}
+
+/// One `[[job]]`.
+#[derive(Debug, Clone)]
+pub struct JobConfig {
+    pub name: String,
+    pub database: PathBuf,
+    pub media: Vec<PathBuf>,
+    /// `None` when the job runs on demand only.
+    pub schedule: Option<Schedule>,
+    pub timezone: chrono_tz::Tz,
+    pub compression_level: i32,
+    pub verify_after_backup: bool,
+    pub min_free_space: u64,
+    pub stale_after: Duration,
+    pub catch_up: bool,
+    /// How long the snapshot waits for the app's write lock before failing.
+    pub busy_timeout: Duration,
+    pub retention: Policy,
+    pub hooks: Hooks,
+}
+
+/// `[job.hooks]`: argv arrays run without a shell.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Hooks {
+    pub before_backup: Vec<String>,
+    pub after_backup: Vec<String>,
+    pub on_failure: Vec<String>,
+    pub before_restore: Vec<String>,
+    pub after_restore: Vec<String>,
+    pub timeout: Duration,
+}
+
+impl Config {
+    /// Looks a job up by name.
+    pub fn job(&self, name: &str) -> Option<&JobConfig> {
+        self.jobs.iter().find(|j| j.name == name)
+    }
+
+    /// Reads and validates the file at `path`.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Self::parse(path, &text)
+    }
+
+    /// Validates `text` as if read from `path` (which only appears in messages).
+    pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
+        let raw: RawConfig = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: path.to_owned(),
+            message: e.message().to_owned() + &location(text, e.span()),
+        })?;
+        Validator { path }.config(raw)
+    }
+}
+
+/// " (line N)" for a toml error span.
+fn location(text: &str, span: Option<std::ops::Range<usize>>) -> String {
+    match span {
+        Some(span) => {
+            let line = text[..span.start.min(text.len())].matches('\n').count() + 1;
+            format!(" (line {line})")
+        }
+        None => String::new(),
+    }
+}
+
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+struct RawConfig {
+    #[serde(default)]
+    daemon: RawDaemon,
+    #[serde(default)]
+    job: Vec<RawJob>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+struct RawDaemon {
+    socket: Option<PathBuf>,
+    state_dir: Option<PathBuf>,
+    backup_dir: Option<PathBuf>,
+    socket_mode: Option<String>,
+    socket_group: Option<String>,
+    #[serde(default)]
+    admin_uids: Vec<u32>,
+    #[serde(default)]
+    admin_groups: Vec<String>,
+    #[serde(default)]
+    read_uids: Vec<u32>,
+    #[serde(default)]
+    read_groups: Vec<String>,
+    log_format: Option<String>,
+    max_concurrent_runs: Option<usize>,
+    shutdown_grace: Option<String>,
+    max_upload_size: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+struct RawJob {
+    name: String,
+    database: PathBuf,
+    #[serde(default)]
+    media: Vec<PathBuf>,
+    schedule: Option<String>,
+    timezone: Option<String>,
+    compression_level: Option<i32>,
+    verify_after_backup: Option<bool>,
+    min_free_space: Option<String>,
+    stale_after: Option<String>,
+    catch_up: Option<bool>,
+    busy_timeout: Option<String>,
+    #[serde(default)]
+    retention: RawRetention,
+    #[serde(default)]
+    hooks: RawHooks,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+struct RawRetention {
+    keep_last: Option<u32>,
+    keep_within: Option<String>,
+    keep_hourly: Option<u32>,
+    keep_daily: Option<u32>,
+    keep_weekly: Option<u32>,
+    keep_monthly: Option<u32>,
+    keep_yearly: Option<u32>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+struct RawHooks {
+    #[serde(default)]
+    before_backup: Vec<String>,
+    #[serde(default)]
+    after_backup: Vec<String>,
+    #[serde(default)]
+    on_failure: Vec<String>,
+    #[serde(default)]
+    before_restore: Vec<String>,
+    #[serde(default)]
+    after_restore: Vec<String>,
+    timeout: Option<String>,
+}
+
+/// Turns raw values into typed ones, naming the key on every error.
+struct Validator<'a> {
+    path: &'a Path,
+}
+
+impl Validator<'_> {
+    fn err(&self, key: impl Into<String>, message: impl Into<String>) -> ConfigError {
+        ConfigError::Invalid {
+            path: self.path.to_owned(),
+            key: key.into(),
+            message: message.into(),
+        }
+    }
+
+    fn duration(&self, key: &str, value: Option<&str>, default: &str) -> Result<Duration, ConfigError> {
+        let text = value.unwrap_or(default);
+        humantime::parse_duration(text).map_err(|e| {
+            self.err(
+                key,
+                format!("'{text}' is not a duration ({e}); use e.g. 30s, 5m, 26h, 30d"),
+            )
+        })
+    }
+
+    fn size(&self, key: &str, value: Option<&str>, default: &str) -> Result<u64, ConfigError> {
+        let text = value.unwrap_or(default);
+        parse_size(text).ok_or_else(|| {
+            self.err(
+                key,
+                format!("'{text}' is not a size; use e.g. 0B, 512MiB, 1GiB, 10GB"),
+            )
+        })
+    }
+
+    fn absolute(&self, key: &str, path: &Path) -> Result<PathBuf, ConfigError> {
+        if path.is_absolute() {
+            Ok(path.to_owned())
+        } else {
+            Err(self.err(key, format!("'{}' must be an absolute path", path.display())))
+        }
+    }
+
+    fn config(&self, raw: RawConfig) -> Result<Config, ConfigError> {
+        let daemon = self.daemon(raw.daemon)?;
+        let mut names = HashSet::new();
+        let mut jobs = Vec::with_capacity(raw.job.len());
+        for (i, job) in raw.job.into_iter().enumerate() {
+            let job = self.job(i, job)?;
+            if !names.insert(job.name.clone()) {
+                return Err(self.err(
+                    format!("job[{i}].name"),
+                    format!("job '{}' is defined twice", job.name),
+                ));
+            }
+            jobs.push(job);
+        }
+        Ok(Config {
+            path: self.path.to_owned(),
+            daemon,
+            jobs,
+        })
+    }
+
+    fn daemon(&self, raw: RawDaemon) -> Result<DaemonConfig, ConfigError> {
+        let state_dir = self.absolute(
+            "daemon.state-dir",
+            raw.state_dir.as_deref().unwrap_or(Path::new("/var/lib/coffer")),
+        )?;
+        let backup_dir = match raw.backup_dir {
+            Some(dir) => self.absolute("daemon.backup-dir", &dir)?,
+            None => state_dir.join("backups"),
+        };
+        let socket = self.absolute(
+            "daemon.socket",
+            raw.socket
+                .as_deref()
+                .unwrap_or(Path::new(coffer_common::client::DEFAULT_SOCKET)),
+        )?;
+        let mode_text = raw.socket_mode.as_deref().unwrap_or("0660");
+        let socket_mode = u32::from_str_radix(mode_text.trim_start_matches("0o"), 8)
+            .ok()
+            .filter(|m| *m <= 0o777)
+            .ok_or_else(|| {
+                self.err(
+                    "daemon.socket-mode",
+                    format!("'{mode_text}' is not an octal file mode like \"0660\""),
+                )
+            })?;
+        let log_format = match raw.log_format.as_deref().unwrap_or("text") {
+            "text" => LogFormat::Text,
+            "json" => LogFormat::Json,
+            other => {
+                return Err(self.err(
+                    "daemon.log-format",
+                    format!("'{other}' is not a log format; use \"text\" or \"json\""),
+                ));
+            }
+        };
+        let max_concurrent_runs = raw.max_concurrent_runs.unwrap_or(1);
+        if max_concurrent_runs == 0 {
+            return Err(self.err("daemon.max-concurrent-runs", "must be at least 1"));
+        }
+        Ok(DaemonConfig {
+            socket,
+            state_dir,
+            backup_dir,
+            socket_mode,
+            socket_group: raw.socket_group.filter(|g| !g.is_empty()),
+            admin_uids: raw.admin_uids,
+            admin_groups: raw.admin_groups,
+            read_uids: raw.read_uids,
+            read_groups: raw.read_groups,
+            log_format,
+            max_concurrent_runs,
+            shutdown_grace: self.duration("daemon.shutdown-grace", raw.shutdown_grace.as_deref(), "30s")?,
+            max_upload_size: self.size("daemon.max-upload-size", raw.max_upload_size.as_deref(), "64GiB")?,
+        })
+    }
+
+    fn job(&self, index: usize, raw: RawJob) -> Result<JobConfig, ConfigError> {
+        let name = raw.name;
+        if !coffer_common::ids::is_valid_job_name(&name) {
+            return Err(self.err(
+                format!("job[{index}].name"),
+                format!(
+                    "'{name}' is not a valid job name (lowercase letters, digits, '-' and '_', starting with a letter or digit, at most 64 characters)"
+                ),
+            ));
+        }
+        let key = |k: &str| format!("job '{name}': {k}");
+        let database = self.absolute(&key("database"), &raw.database)?;
+        if database.file_name().is_none() {
+            return Err(self.err(key("database"), "must name a database file"));
+        }
+        let mut media = Vec::with_capacity(raw.media.len());
+        for dir in &raw.media {
+            media.push(self.absolute(&key("media"), dir)?);
+        }
+        let timezone_name = raw.timezone.as_deref().unwrap_or("UTC");
+        let timezone: chrono_tz::Tz = timezone_name.parse().map_err(|_| {
+            self.err(
+                key("timezone"),
+                format!("'{timezone_name}' is not an IANA time zone name (e.g. UTC, Europe/Berlin)"),
+            )
+        })?;
+        let schedule_text = raw.schedule.as_deref().unwrap_or("@daily").trim();
+        let schedule = if schedule_text == MANUAL_SCHEDULE {
+            None
+        } else {
+            Some(
+                Schedule::parse(schedule_text, timezone_name)
+                    .map_err(|e| self.err(key("schedule"), e.to_string()))?,
+            )
+        };
+        let compression_level = raw.compression_level.unwrap_or(3);
+        if !(1..=19).contains(&compression_level) {
+            return Err(self.err(
+                key("compression-level"),
+                format!("{compression_level} is out of range; use 1 (fastest) to 19 (smallest)"),
+            ));
+        }
+        let r = raw.retention;
+        let retention = Policy {
+            keep_last: r.keep_last.unwrap_or(0),
+            keep_within: match r.keep_within.as_deref() {
+                Some(text) => Some(self.duration(&key("retention.keep-within"), Some(text), "0s")?)
+                    .filter(|d| !d.is_zero()),
+                None => None,
+            },
+            keep_hourly: r.keep_hourly.unwrap_or(0),
+            keep_daily: r.keep_daily.unwrap_or(0),
+            keep_weekly: r.keep_weekly.unwrap_or(0),
+            keep_monthly: r.keep_monthly.unwrap_or(0),
+            keep_yearly: r.keep_yearly.unwrap_or(0),
+        };
+        let h = raw.hooks;
+        let hooks = Hooks {
+            timeout: self.duration(&key("hooks.timeout"), h.timeout.as_deref(), "5m")?,
+            before_backup: h.before_backup,
+            after_backup: h.after_backup,
+            on_failure: h.on_failure,
+            before_restore: h.before_restore,
+            after_restore: h.after_restore,
+        };
+        let busy_timeout = self.duration(&key("busy-timeout"), raw.busy_timeout.as_deref(), "10s")?;
+        if busy_timeout > Duration::from_secs(i32::MAX as u64 / 1000) {
+            return Err(self.err(key("busy-timeout"), "is too long"));
+        }
+        Ok(JobConfig {
+            database,
+            media,
+            schedule,
+            timezone,
+            compression_level,
+            verify_after_backup: raw.verify_after_backup.unwrap_or(true),
+            min_free_space: self.size(&key("min-free-space"), raw.min_free_space.as_deref(), "1GiB")?,
+            stale_after: self.duration(&key("stale-after"), raw.stale_after.as_deref(), "26h")?,
+            catch_up: raw.catch_up.unwrap_or(true),
+            busy_timeout,
+            retention,
+            hooks,
+            name,
+        })
+    }
+}
+
+/// Parses sizes like `0`, `512B`, `512MiB`, `1GiB`, `10GB`, `1.5 GiB` (case-insensitive
+/// units; KiB/MiB/... are powers of 1024, KB/MB/... of 1000).
+pub fn parse_size(text: &str) -> Option<u64> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let number: f64 = number.parse().ok()?;
+    let factor: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kb" => 1000,
+        "kib" => 1 << 10,
+        "m" | "mb" => 1000_u64.pow(2),
+        "mib" => 1 << 20,
+        "g" | "gb" => 1000_u64.pow(3),
+        "gib" => 1 << 30,
+        "t" | "tb" => 1000_u64.pow(4),
+        "tib" => 1 << 40,
+        _ => return None,
+    };
+    let bytes = number * factor as f64;
+    (bytes.is_finite() && bytes >= 0.0 && bytes < u64::MAX as f64).then_some(bytes as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Config, ConfigError> {
+        Config::parse(Path::new("/etc/coffer/cofferd.toml"), text)
+    }
+
+    const MINIMAL: &str = r#"
+[[job]]
+name = "app"
+database = "/var/lib/app/app.db"
+"#;
+
+    #[test]
+    fn minimal_config_gets_defaults() {
+        let c = parse(MINIMAL).unwrap();
+        assert_eq!(c.daemon.socket, Path::new("/run/coffer/cofferd.sock"));
+        assert_eq!(c.daemon.backup_dir, Path::new("/var/lib/coffer/backups"));
+        assert_eq!(c.daemon.socket_mode, 0o660);
+        assert_eq!(c.daemon.max_concurrent_runs, 1);
+        let job = &c.jobs[0];
+        assert_eq!(job.compression_level, 3);
+        assert_eq!(job.min_free_space, 1 << 30);
+        assert_eq!(job.stale_after, Duration::from_secs(26 * 3600));
+        assert_eq!(job.schedule.as_ref().map(|s| s.expr()), Some("@daily"));
+        assert!(job.retention.is_empty());
+    }
+
+    #[test]
+    fn full_example_parses() {
+        let text = include_str!("../../examples/cofferd.toml");
+        let c = parse(text).unwrap();
+        assert_eq!(c.jobs.len(), 1);
+        let job = &c.jobs[0];
+        assert_eq!(job.retention.keep_daily, 7);
+        assert_eq!(job.retention.keep_within, Some(Duration::from_secs(30 * 86400)));
+        assert_eq!(job.hooks.timeout, Duration::from_secs(300));
+    }
+
+    /// Each bad input, and a piece of the one-sentence error it must give.
+    #[test]
+    fn errors_name_key_and_problem() {
+        let cases: &[(&str, &str)] = &[
+            ("[daemon]\nsokcet = \"/x\"\n", "unknown field `sokcet`"),
+            (
+                "[daemon]\nsocket = \"rel/x.sock\"\n",
+                "daemon.socket: 'rel/x.sock' must be an absolute path",
+            ),
+            (
+                "[daemon]\nsocket-mode = \"rw\"\n",
+                "daemon.socket-mode: 'rw' is not an octal",
+            ),
+            (
+                "[daemon]\nshutdown-grace = \"soon\"\n",
+                "daemon.shutdown-grace: 'soon' is not a duration",
+            ),
+            ("[daemon]\nlog-format = \"xml\"\n", "daemon.log-format"),
+            ("[daemon]\nmax-concurrent-runs = 0\n", "must be at least 1"),
+            (
+                "[[job]]\nname = \"App\"\ndatabase = \"/a.db\"\n",
+                "'App' is not a valid job name",
+            ),
+            ("[[job]]\nname = \"app\"\n", "missing field `database`"),
+            (
+                "[[job]]\nname = \"app\"\ndatabase = \"a.db\"\n",
+                "job 'app': database: 'a.db' must be an absolute path",
+            ),
+            (
+                "[[job]]\nname = \"app\"\ndatabase = \"/a.db\"\nmin-free-space = \"lots\"\n",
+                "job 'app': min-free-space: 'lots' is not a size",
+            ),
+            (
+                "[[job]]\nname = \"app\"\ndatabase = \"/a.db\"\ntimezone = \"Mars/Base\"\n",
+                "job 'app': timezone: 'Mars/Base' is not an IANA",
+            ),
+            (
+                "[[job]]\nname = \"app\"\ndatabase = \"/a.db\"\ncompression-level = 40\n",
+                "compression-level: 40 is out of range",
+            ),
+            (
+                "[[job]]\nname = \"app\"\ndatabase = \"/a.db\"\n[job.retention]\nkeep-dayly = 3\n",
+                "unknown field `keep-dayly`",
+            ),
+            (
+                "[[job]]\nname = \"app\"\ndatabase = \"/a.db\"\n[[job]]\nname = \"app\"\ndatabase = \"/b.db\"\n",
+                "job 'app' is defined twice",
+            ),
+            (
+                "[[job]]\nname = \"app\"\ndatabase = \"/a.db\"\nmedia = \"/x\"\n",
+                "invalid type",
+            ),
+            ("[[job]\n", "is not valid"),
+        ];
+        for (text, want) in cases {
+            let err = parse(text).expect_err(text).to_string();
+            assert!(err.contains(want), "for {text:?}: got {err:?}, want {want:?}");
+            assert!(err.contains("/etc/coffer/cofferd.toml"), "{err}");
+        }
+    }
+
+    #[test]
+    fn manual_schedule_turns_scheduling_off() {
+        let c = parse(&format!("{MINIMAL}schedule = \"manual\"\n")).unwrap();
+        assert!(c.jobs[0].schedule.is_none());
+    }
+
+    #[test]
+    fn sizes() {
+        let cases = [
+            ("0", Some(0)),
+            ("0B", Some(0)),
+            ("512MiB", Some(512 << 20)),
+            ("1GiB", Some(1 << 30)),
+            ("1 gib", Some(1 << 30)),
+            ("10GB", Some(10_000_000_000)),
+            ("1.5KiB", Some(1536)),
+            ("", None),
+            ("MiB", None),
+            ("-1B", None),
+            ("12 parsecs", None),
+        ];
+        for (text, want) in cases {
+            assert_eq!(parse_size(text), want, "{text}");
+        }
+    }
+}

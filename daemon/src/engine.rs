@@ -1,0 +1,618 @@
+//! One backup, verify or delete at a time per job: the daemon's work, independent of
+//! gRPC.
+//!
+//! A backup run: claim the job (a second run of the same job is refused), wait for a
+//! free slot (`max-concurrent-runs`), then on a blocking thread: check free space,
+//! snapshot the database into staging (`VACUUM INTO` + `quick_check`), walk the media
+//! directories, stream everything into `<id>.tar.zst.partial`, write the sidecar,
+//! rename the archive into place, fsync, catalog it, and (if configured) verify it.
+//! Progress flows back through a callback as [`Event`]s. Whatever fails, the run's
+//! staging files and partial archive are removed ([`Cleanup`]), earlier backups are
+//! untouched, and the run is recorded with its error.
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Instant;
+
+use chrono::Utc;
+use coffer_common::format::bytes;
+use coffer_common::ids::{self, IdRef};
+use tokio_util::sync::CancellationToken;
+
+use crate::archive::{self, ArchiveError, ArchiveWriter, Expected, HashOnly};
+use crate::catalog::{BackupPaths, BackupRecord, Catalog, CatalogError, JobStats, RunRecord};
+use crate::config::{Config, JobConfig};
+use crate::fsutil::{self, Cleanup};
+use crate::manifest::{FORMAT_VERSION, Manifest, Sidecar, Totals};
+use crate::snapshot::{self, SnapshotError};
+
+/// Why an operation failed. Messages are sentences for the admin; the service maps
+/// each kind to a gRPC code in one place.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("there is no job named '{0}'")]
+    UnknownJob(String),
+    #[error("there is no backup '{0}'")]
+    NoSuchBackup(String),
+    #[error("job '{0}' has no backups")]
+    NoBackups(String),
+    #[error("there are no backups")]
+    NoBackupsAtAll,
+    #[error(transparent)]
+    InvalidId(#[from] ids::IdError),
+    #[error("a backup of job '{0}' is already running")]
+    Busy(String),
+    #[error("backup {0} is protected (pinned); unpin it first")]
+    Protected(String),
+    #[error(transparent)]
+    Snapshot(#[from] SnapshotError),
+    #[error("{context}: {source}")]
+    Archive {
+        context: String,
+        #[source]
+        source: ArchiveError,
+    },
+    #[error("{0}")]
+    NoSpace(String),
+    #[error("{what} {}: {source}", path.display())]
+    Io {
+        what: &'static str,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Catalog(#[from] CatalogError),
+    #[error("the operation was cancelled because cofferd is shutting down")]
+    Cancelled,
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl Error {
+    fn io(what: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> Error {
+        let path = path.to_owned();
+        move |source| Error::Io { what, path, source }
+    }
+
+    /// Whether this failure is the disk filling up.
+    pub fn is_disk_full(&self) -> bool {
+        match self {
+            Error::NoSpace(_) => true,
+            Error::Archive { source, .. } => source.is_disk_full(),
+            Error::Io { source, .. } => source.raw_os_error() == Some(nix::libc::ENOSPC),
+            Error::Snapshot(SnapshotError::Sqlite { source, .. }) => {
+                source.sqlite_error_code() == Some(rusqlite::ErrorCode::DiskFull)
+            }
+            _ => false,
+        }
+    }
+}
+
+/// A progress event of a run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Event {
+    pub phase: &'static str,
+    pub done: u64,
+    pub total: u64,
+    pub message: String,
+}
+
+impl Event {
+    pub fn new(phase: &'static str, message: impl Into<String>) -> Event {
+        Event {
+            phase,
+            done: 0,
+            total: 0,
+            message: message.into(),
+        }
+    }
+}
+
+/// Where progress goes (a channel to the client, or nowhere).
+pub type Progress<'a> = &'a mut (dyn FnMut(Event) + Send);
+
+/// The outcome of a verification.
+#[derive(Debug, Clone)]
+pub struct Verified {
+    pub id: String,
+    pub entries: u64,
+    pub deep: bool,
+}
+
+/// Holds a job's "running" flag; released on drop.
+pub struct Claim {
+    engine: Arc<Engine>,
+    job: String,
+}
+
+impl Claim {
+    pub fn job(&self) -> &str {
+        &self.job
+    }
+}
+
+impl Drop for Claim {
+    fn drop(&mut self) {
+        self.engine.running().remove(&self.job);
+    }
+}
+
+/// The daemon's state and operations.
+pub struct Engine {
+    config: RwLock<Arc<Config>>,
+    catalog: Catalog,
+    running: Mutex<HashSet<String>>,
+    slots: tokio::sync::Semaphore,
+    hostname: String,
+    workers: u32,
+}
+
+impl Engine {
+    /// Opens the catalog and prepares the directories of `config`.
+    pub fn new(config: Config, catalog: Catalog) -> Engine {
+        let hostname = nix::unistd::gethostname()
+            .ok()
+            .and_then(|h| h.into_string().ok())
+            .unwrap_or_else(|| "unknown".to_owned());
+        let workers = std::thread::available_parallelism().map_or(1, |n| n.get() as u32);
+        Engine {
+            slots: tokio::sync::Semaphore::new(config.daemon.max_concurrent_runs),
+            config: RwLock::new(Arc::new(config)),
+            catalog,
+            running: Mutex::new(HashSet::new()),
+            hostname,
+            workers,
+        }
+    }
+
+    /// The configuration in force.
+    pub fn config(&self) -> Arc<Config> {
+        self.config.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    pub fn catalog(&self) -> &Catalog {
+        &self.catalog
+    }
+
+    fn running(&self) -> std::sync::MutexGuard<'_, HashSet<String>> {
+        self.running.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Whether a run of `job` is in progress.
+    pub fn is_running(&self, job: &str) -> bool {
+        self.running().contains(job)
+    }
+
+    /// The staging directory (same filesystem as the state dir).
+    pub fn staging_dir(&self) -> PathBuf {
+        self.config().daemon.state_dir.join("staging")
+    }
+
+    /// Marks `job` as running, or refuses if it already is.
+    pub fn claim(self: &Arc<Self>, job: &str) -> Result<Claim, Error> {
+        if self.config().job(job).is_none() {
+            return Err(Error::UnknownJob(job.to_owned()));
+        }
+        if !self.running().insert(job.to_owned()) {
+            return Err(Error::Busy(job.to_owned()));
+        }
+        Ok(Claim {
+            engine: self.clone(),
+            job: job.to_owned(),
+        })
+    }
+
+    /// Runs a backup of the claimed job: waits for a run slot, then works on a
+    /// blocking thread. `progress` is called from that thread.
+    pub async fn backup(
+        self: Arc<Self>,
+        claim: Claim,
+        note: String,
+        cancel: CancellationToken,
+        mut progress: Box<dyn FnMut(Event) + Send>,
+    ) -> Result<BackupRecord, Error> {
+        let _permit = match self.slots.try_acquire() {
+            Ok(permit) => permit,
+            Err(_) => {
+                progress(Event::new(
+                    "waiting",
+                    "waiting for another run to finish (max-concurrent-runs)",
+                ));
+                tokio::select! {
+                    permit = self.slots.acquire() => permit.map_err(|e| Error::Internal(e.to_string()))?,
+                    () = cancel.cancelled() => return Err(Error::Cancelled),
+                }
+            }
+        };
+        let engine = self.clone();
+        tokio::task::spawn_blocking(move || {
+            let result = engine.backup_blocking(claim.job(), &note, &cancel, &mut *progress);
+            drop(claim);
+            result
+        })
+        .await
+        .map_err(|e| Error::Internal(format!("the backup task failed: {e}")))?
+    }
+
+    /// A whole backup run, recorded in the catalog's runs.
+    fn backup_blocking(
+        &self,
+        job_name: &str,
+        note: &str,
+        cancel: &CancellationToken,
+        progress: Progress<'_>,
+    ) -> Result<BackupRecord, Error> {
+        let config = self.config();
+        let job = config
+            .job(job_name)
+            .ok_or_else(|| Error::UnknownJob(job_name.to_owned()))?;
+        let started = Utc::now();
+        let run = self.catalog.start_run(&job.name, "backup", started.timestamp())?;
+        let result = self.take_backup(&config, job, note, cancel, progress);
+        let (status, error, id, size) = match &result {
+            Ok(record) => ("succeeded", String::new(), record.id.as_str(), record.size),
+            Err(Error::Cancelled) => ("cancelled", Error::Cancelled.to_string(), "", 0),
+            Err(e) => ("failed", e.to_string(), "", 0),
+        };
+        if let Err(e) = self
+            .catalog
+            .finish_run(run, status, Utc::now().timestamp(), &error, id, size)
+        {
+            tracing::error!(job = job.name, "cannot record the run: {e}");
+        }
+        match &result {
+            Ok(r) => tracing::info!(job = job.name, id = r.id, size = r.size, "backup succeeded"),
+            Err(e) => tracing::warn!(job = job.name, "backup failed: {e}"),
+        }
+        result
+    }
+
+    /// A free id for a backup of `job` starting at `at`.
+    fn new_id(&self, backup_dir: &Path, job: &str, at: chrono::DateTime<Utc>) -> Result<String, Error> {
+        for attempt in 1..1000 {
+            let id = ids::backup_id(job, at, attempt);
+            let paths = BackupPaths::new(backup_dir, job, &id);
+            if !self.catalog.id_exists(&id)? && !paths.archive.exists() && !paths.sidecar.exists() {
+                return Ok(id);
+            }
+        }
+        Err(Error::Internal(format!("no free backup id for job '{job}'")))
+    }
+
+    fn take_backup(
+        &self,
+        config: &Config,
+        job: &JobConfig,
+        note: &str,
+        cancel: &CancellationToken,
+        progress: Progress<'_>,
+    ) -> Result<BackupRecord, Error> {
+        let clock = Instant::now();
+        let created = Utc::now();
+        let daemon = &config.daemon;
+        let id = self.new_id(&daemon.backup_dir, &job.name, created)?;
+        let paths = BackupPaths::new(&daemon.backup_dir, &job.name, &id);
+        let mut cleanup = Cleanup::new();
+
+        std::fs::create_dir_all(&paths.dir)
+            .map_err(Error::io("cannot create the backup directory", &paths.dir))?;
+        let staging = self.staging_dir().join(&id);
+        cleanup.add(&staging);
+        std::fs::create_dir_all(&staging)
+            .map_err(Error::io("cannot create the staging directory", &staging))?;
+
+        // Before the snapshot: room for the copy in staging and (at most) as much again
+        // for the archive. The media size is added once the media are walked.
+        let db_size = database_size(&job.database);
+        check_space(job, &[(&staging, db_size), (&paths.dir, db_size)])?;
+
+        let db_name = job
+            .database
+            .file_name()
+            .and_then(|n| n.to_str())
+            .ok_or_else(|| Error::Internal("the database file name is not valid UTF-8".into()))?;
+        let snapshot_path = staging.join(db_name);
+        progress(Event::new(
+            "snapshot",
+            format!("snapshot of {}", job.database.display()),
+        ));
+        let source = snapshot::vacuum_into(&job.database, &snapshot_path, job.busy_timeout, cancel)?;
+        if cancel.is_cancelled() {
+            return Err(Error::Cancelled);
+        }
+        let snapshot_meta = std::fs::metadata(&snapshot_path)
+            .map_err(Error::io("cannot read the snapshot", &snapshot_path))?;
+
+        // Media after the database: files the snapshot refers to are already there.
+        progress(Event::new("media", "walking media directories"));
+        let mut media = Vec::with_capacity(job.media.len());
+        let mut skipped = 0u64;
+        for (index, root) in job.media.iter().enumerate() {
+            let (items, left_out) = archive::walk_media(index, root).map_err(|source| Error::Archive {
+                context: format!("cannot read media directory {}", root.display()),
+                source,
+            })?;
+            for s in &left_out {
+                tracing::warn!(job = job.name, path = %s.path.display(), "not backed up: {}", s.why);
+            }
+            skipped += left_out.len() as u64;
+            media.push(items);
+        }
+        let media_bytes: u64 = media
+            .iter()
+            .flatten()
+            .filter(|i| i.metadata.is_file())
+            .map(|i| i.metadata.len())
+            .sum();
+        let total = snapshot_meta.len() + media_bytes;
+        check_space(job, &[(&paths.dir, total)])?;
+
+        let partial = fsutil::partial_path(&paths.archive);
+        cleanup.add(&partial);
+        let file =
+            std::fs::File::create_new(&partial).map_err(Error::io("cannot create the archive", &partial))?;
+        let archive_err = |source| Error::Archive {
+            context: format!("cannot write the archive {}", paths.archive.display()),
+            source,
+        };
+        let mut writer =
+            ArchiveWriter::new(file, job.compression_level, self.workers).map_err(archive_err)?;
+        let mut done = 0u64;
+        let mut last = 0u64;
+        let mut tick = |n: u64| {
+            done += n;
+            if done - last >= 8 << 20 || done == total {
+                last = done;
+                progress(Event {
+                    phase: "archive",
+                    done,
+                    total,
+                    message: String::new(),
+                });
+            }
+        };
+        writer
+            .add_file(
+                &format!("db/{db_name}"),
+                &snapshot_path,
+                &snapshot_meta,
+                &mut tick,
+            )
+            .map_err(archive_err)?;
+        for item in media.iter().flatten() {
+            if cancel.is_cancelled() {
+                return Err(Error::Cancelled);
+            }
+            writer.add_media_item(item, &mut tick).map_err(archive_err)?;
+        }
+        writer.count_skipped(skipped);
+        let manifest = Manifest {
+            format_version: FORMAT_VERSION,
+            id: id.clone(),
+            job: job.name.clone(),
+            created_at: created.format("%Y-%m-%dT%H:%M:%SZ").to_string(),
+            coffer_version: coffer_common::VERSION.to_owned(),
+            hostname: self.hostname.clone(),
+            sqlite_version: snapshot::sqlite_version().to_owned(),
+            source,
+            media_roots: job.media.iter().map(|p| p.display().to_string()).collect(),
+            entries: Vec::new(),
+            totals: Totals::default(),
+        };
+        let (manifest, size, sha256) = writer.finish(manifest).map_err(archive_err)?;
+        drop(media);
+
+        // The sidecar goes first: a crash before the archive's rename leaves an orphan
+        // sidecar (swept by reconcile), never an archive the catalog cannot rebuild.
+        let sidecar = Sidecar {
+            manifest,
+            size,
+            sha256,
+            note: note.to_owned(),
+            protected: false,
+            duration_ms: clock.elapsed().as_millis() as u64,
+        };
+        write_sidecar(&paths.sidecar, &sidecar)?;
+        cleanup.add(&paths.sidecar);
+        fsutil::commit_partial(&partial, &paths.archive)
+            .map_err(Error::io("cannot finish the archive", &paths.archive))?;
+        cleanup.add(&paths.archive);
+        self.catalog.insert_backup(&sidecar)?;
+
+        if job.verify_after_backup {
+            progress(Event::new("verify", "verifying the new archive"));
+            let record = self.get(&id)?;
+            if let Err(e) = self.verify_record(&record, false, cancel, progress) {
+                self.catalog.remove_backup(&id)?;
+                return Err(e);
+            }
+        }
+        cleanup.keep(&paths.archive);
+        cleanup.keep(&paths.sidecar);
+        self.get(&id)
+    }
+
+    /// Looks a backup up by exact id.
+    pub fn get(&self, id: &str) -> Result<BackupRecord, Error> {
+        self.catalog
+            .get_backup(id)?
+            .ok_or_else(|| Error::NoSuchBackup(id.to_owned()))
+    }
+
+    /// Resolves an id argument (`ID`, `latest`, `JOB:latest`).
+    pub fn resolve(&self, text: &str) -> Result<BackupRecord, Error> {
+        match IdRef::parse(text)? {
+            IdRef::Id(id) => self.get(&id),
+            IdRef::Latest => self.catalog.latest(None)?.ok_or(Error::NoBackupsAtAll),
+            IdRef::LatestOf(job) => {
+                if self.config().job(&job).is_none() && self.catalog.job_stats(&job)?.count == 0 {
+                    return Err(Error::UnknownJob(job));
+                }
+                self.catalog.latest(Some(&job))?.ok_or(Error::NoBackups(job))
+            }
+        }
+    }
+
+    /// Backups newest first, of one job or all. A job that is no longer configured
+    /// still lists its backups.
+    pub fn list(&self, job: Option<&str>) -> Result<Vec<BackupRecord>, Error> {
+        if let Some(job) = job
+            && self.config().job(job).is_none()
+            && self.catalog.job_stats(job)?.count == 0
+        {
+            return Err(Error::UnknownJob(job.to_owned()));
+        }
+        Ok(self.catalog.list_backups(job)?)
+    }
+
+    /// Deletes a backup crash-safely: mark, remove files, drop the row.
+    pub fn delete(&self, id_text: &str) -> Result<BackupRecord, Error> {
+        let record = self.resolve(id_text)?;
+        if record.protected {
+            return Err(Error::Protected(record.id));
+        }
+        self.remove(&record)?;
+        Ok(record)
+    }
+
+    /// Removes a backup's files and row (no protection check).
+    pub fn remove(&self, record: &BackupRecord) -> Result<(), Error> {
+        let paths = BackupPaths::new(&self.config().daemon.backup_dir, &record.job, &record.id);
+        self.catalog.mark_deleting(&record.id)?;
+        paths
+            .remove_files()
+            .map_err(Error::io("cannot delete the backup files in", &paths.dir))?;
+        self.catalog.remove_backup(&record.id)?;
+        tracing::info!(id = record.id, "backup deleted");
+        Ok(())
+    }
+
+    /// Verifies a catalogued backup against its sidecar; records the result.
+    pub fn verify_record(
+        &self,
+        record: &BackupRecord,
+        deep: bool,
+        cancel: &CancellationToken,
+        progress: Progress<'_>,
+    ) -> Result<Verified, Error> {
+        let paths = BackupPaths::new(&self.config().daemon.backup_dir, &record.job, &record.id);
+        let result = (|| {
+            let sidecar = crate::catalog::read_sidecar(&paths.sidecar).map_err(|message| Error::Archive {
+                context: format!("backup {} cannot be verified", record.id),
+                source: ArchiveError::Invalid(format!(
+                    "its sidecar {} is unreadable: {message}",
+                    paths.sidecar.display()
+                )),
+            })?;
+            if sidecar.sha256 != record.sha256 || sidecar.size != record.size {
+                return Err(Error::Archive {
+                    context: format!("backup {} failed verification", record.id),
+                    source: ArchiveError::Invalid("its sidecar does not match the catalog".into()),
+                });
+            }
+            let total = sidecar.manifest.totals.bytes;
+            let expected = Expected {
+                manifest: &sidecar.manifest,
+                size: sidecar.size,
+                sha256: &sidecar.sha256,
+            };
+            let mut report = |done| {
+                progress(Event {
+                    phase: "verify",
+                    done,
+                    total,
+                    message: String::new(),
+                })
+            };
+            let (manifest, _, _) = archive::read_archive(
+                &paths.archive,
+                Some(expected),
+                &mut HashOnly,
+                &mut report,
+                &|| cancel.is_cancelled(),
+            )
+            .map_err(|source| match source {
+                ArchiveError::Cancelled => Error::Cancelled,
+                source => Error::Archive {
+                    context: format!("backup {} failed verification", record.id),
+                    source,
+                },
+            })?;
+            if deep {
+                return Err(Error::Internal("deep verification is not available yet".into()));
+            }
+            Ok(Verified {
+                id: record.id.clone(),
+                entries: manifest.entries.len() as u64,
+                deep,
+            })
+        })();
+        let verdict = match &result {
+            Ok(_) => "ok".to_owned(),
+            Err(Error::Cancelled) => return result,
+            Err(e) => e.to_string(),
+        };
+        self.catalog
+            .set_verified(&record.id, Utc::now().timestamp(), &verdict)?;
+        result
+    }
+
+    /// Per-job counts.
+    pub fn job_stats(&self, job: &str) -> Result<JobStats, Error> {
+        Ok(self.catalog.job_stats(job)?)
+    }
+
+    /// The newest backup run of a job.
+    pub fn last_run(&self, job: &str) -> Result<Option<RunRecord>, Error> {
+        Ok(self.catalog.last_run(job, "backup")?)
+    }
+}
+
+/// Size of the database and its WAL: what `VACUUM INTO` may copy at most.
+fn database_size(db: &Path) -> u64 {
+    let mut wal = db.as_os_str().to_owned();
+    wal.push("-wal");
+    [db.to_owned(), PathBuf::from(wal)]
+        .iter()
+        .filter_map(|p| std::fs::metadata(p).ok())
+        .map(|m| m.len())
+        .sum()
+}
+
+/// Refuses a run when writing `needs` bytes to each directory would leave less than
+/// `min-free-space` on its filesystem. Directories on one filesystem add up.
+fn check_space(job: &JobConfig, needs: &[(&Path, u64)]) -> Result<(), Error> {
+    use std::os::unix::fs::MetadataExt;
+    let mut per_fs: Vec<(u64, &Path, u64)> = Vec::new();
+    for (dir, need) in needs {
+        let dev = std::fs::metadata(dir)
+            .map_err(Error::io("cannot stat", dir))?
+            .dev();
+        match per_fs.iter_mut().find(|(d, _, _)| *d == dev) {
+            Some(entry) => entry.2 += need,
+            None => per_fs.push((dev, dir, *need)),
+        }
+    }
+    for (_, dir, need) in per_fs {
+        let free = fsutil::free_space(dir).map_err(Error::io("cannot read the free space of", dir))?;
+        if free < need.saturating_add(job.min_free_space) {
+            return Err(Error::NoSpace(format!(
+                "not enough free space for a backup of job '{}': {} has {} free, the backup needs up to {} and min-free-space is {}",
+                job.name,
+                dir.display(),
+                bytes(free),
+                bytes(need),
+                bytes(job.min_free_space)
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Writes a sidecar crash-safely.
+pub fn write_sidecar(path: &Path, sidecar: &Sidecar) -> Result<(), Error> {
+    let json = serde_json::to_vec_pretty(sidecar).map_err(|e| Error::Internal(e.to_string()))?;
+    fsutil::write_atomic(path, &json).map_err(Error::io("cannot write the sidecar", path))
+}

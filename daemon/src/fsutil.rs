@@ -1,0 +1,167 @@
+//! Crash-safe file handling shared by every writer in the daemon.
+//!
+//! The rule everywhere: write `<name>.partial`, fsync it, rename it over `<name>`,
+//! fsync the directory. A `.partial` is never listed and is swept at start-up, so a
+//! crash at any point leaves either the old file or the new one, never half of one.
+
+use std::fs::File;
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+
+/// The suffix of files being written.
+pub const PARTIAL_SUFFIX: &str = ".partial";
+
+/// `path` with `.partial` appended.
+pub fn partial_path(path: &Path) -> PathBuf {
+    let mut name = path.as_os_str().to_owned();
+    name.push(PARTIAL_SUFFIX);
+    PathBuf::from(name)
+}
+
+/// Fsyncs a directory so renames and removals in it survive a crash.
+pub fn sync_dir(dir: &Path) -> io::Result<()> {
+    File::open(dir)?.sync_all()
+}
+
+/// Writes `bytes` to `path` crash-safely (partial, fsync, rename, fsync dir).
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    let partial = partial_path(path);
+    let result = (|| {
+        let mut file = File::create(&partial)?;
+        file.write_all(bytes)?;
+        file.sync_all()?;
+        std::fs::rename(&partial, path)?;
+        sync_dir(path.parent().unwrap_or(Path::new("/")))
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&partial);
+    }
+    result
+}
+
+/// Renames a finished, fsynced `.partial` into place and fsyncs the directory.
+pub fn commit_partial(partial: &Path, path: &Path) -> io::Result<()> {
+    std::fs::rename(partial, path)?;
+    sync_dir(path.parent().unwrap_or(Path::new("/")))
+}
+
+/// Bytes available to unprivileged users on the filesystem holding `path`.
+pub fn free_space(path: &Path) -> io::Result<u64> {
+    let stat = nix::sys::statvfs::statvfs(path).map_err(io::Error::from)?;
+    Ok(stat.blocks_available() as u64 * stat.fragment_size() as u64)
+}
+
+/// Removes `*.partial` files one level below `backup_dir` (in the job directories)
+/// and everything inside `staging`. Returns what was removed.
+pub fn sweep_leftovers(backup_dir: &Path, staging: &Path) -> io::Result<Vec<PathBuf>> {
+    let mut removed = Vec::new();
+    if let Ok(jobs) = std::fs::read_dir(backup_dir) {
+        for job in jobs.flatten() {
+            if !job.file_type().is_ok_and(|t| t.is_dir()) {
+                continue;
+            }
+            for file in std::fs::read_dir(job.path())?.flatten() {
+                if file.file_name().to_string_lossy().ends_with(PARTIAL_SUFFIX) {
+                    std::fs::remove_file(file.path())?;
+                    removed.push(file.path());
+                }
+            }
+        }
+    }
+    if let Ok(entries) = std::fs::read_dir(staging) {
+        for entry in entries.flatten() {
+            remove_any(&entry.path())?;
+            removed.push(entry.path());
+        }
+    }
+    Ok(removed)
+}
+
+/// Removes a file, symlink or whole directory tree; missing is fine.
+pub fn remove_any(path: &Path) -> io::Result<()> {
+    let result = match std::fs::symlink_metadata(path) {
+        Ok(m) if m.is_dir() => std::fs::remove_dir_all(path),
+        Ok(_) => std::fs::remove_file(path),
+        Err(e) => Err(e),
+    };
+    match result {
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        other => other,
+    }
+}
+
+/// Removes a path when dropped unless disarmed: cleans up after failed runs.
+pub struct Cleanup {
+    paths: Vec<PathBuf>,
+}
+
+impl Cleanup {
+    pub fn new() -> Self {
+        Cleanup { paths: Vec::new() }
+    }
+
+    /// Removes `path` on drop.
+    pub fn add(&mut self, path: impl Into<PathBuf>) {
+        self.paths.push(path.into());
+    }
+
+    /// Keeps `path` after all (it was committed).
+    pub fn keep(&mut self, path: &Path) {
+        self.paths.retain(|p| p != path);
+    }
+}
+
+impl Default for Cleanup {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        for path in self.paths.iter().rev() {
+            if let Err(e) = remove_any(path) {
+                tracing::warn!(path = %path.display(), "cannot clean up: {e}");
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn atomic_write_and_sweep() {
+        let dir = tempfile::tempdir().unwrap();
+        let backups = dir.path().join("backups");
+        let job = backups.join("app");
+        std::fs::create_dir_all(&job).unwrap();
+        let staging = dir.path().join("staging");
+        std::fs::create_dir_all(staging.join("run1")).unwrap();
+        write_atomic(&job.join("a.json"), b"{}").unwrap();
+        assert_eq!(std::fs::read(job.join("a.json")).unwrap(), b"{}");
+        std::fs::write(job.join("b.tar.zst.partial"), b"x").unwrap();
+        let removed = sweep_leftovers(&backups, &staging).unwrap();
+        assert_eq!(removed.len(), 2);
+        assert!(job.join("a.json").exists());
+        assert!(!job.join("b.tar.zst.partial").exists());
+        assert!(staging.exists() && std::fs::read_dir(&staging).unwrap().next().is_none());
+    }
+
+    #[test]
+    fn cleanup_removes_unless_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let (a, b) = (dir.path().join("a"), dir.path().join("b"));
+        std::fs::write(&a, b"").unwrap();
+        std::fs::write(&b, b"").unwrap();
+        {
+            let mut c = Cleanup::new();
+            c.add(&a);
+            c.add(&b);
+            c.keep(&b);
+        }
+        assert!(!a.exists());
+        assert!(b.exists());
+    }
+}

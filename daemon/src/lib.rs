@@ -1,0 +1,28 @@
+//! cofferd, the Coffer backup daemon, as a library (the binary is `main.rs`).
+//!
+//! # Layout
+//! - [`config`]: load and validate `cofferd.toml` into typed values.
+//! - [`catalog`]: the daemon's own SQLite (backups, runs, audit) and its
+//!   reconciliation with the sidecars in the backup directory.
+//! - [`snapshot`]: consistent copies of a live SQLite database (`VACUUM INTO`), checks.
+//! - [`manifest`]: `manifest.json` and the `<id>.json` sidecar; archive path rules.
+//! - [`archive`]: the `.tar.zst` writer and the verifying reader.
+//! - [`fsutil`]: crash-safe writes (partial, fsync, rename, fsync dir), sweeping,
+//!   free space.
+//! - [`retention`]: the pure retention policy (restic `forget` semantics).
+//! - [`schedule`]: cron schedules in a time zone, computed fire times.
+//! - [`engine`]: one backup / verify / delete run, with progress events.
+//! - [`service`]: the tonic service; maps engine errors to gRPC statuses.
+//! - [`server`]: single-instance lock, socket setup, serving and shutdown.
+
+pub mod archive;
+pub mod catalog;
+pub mod config;
+pub mod engine;
+pub mod fsutil;
+pub mod manifest;
+pub mod retention;
+pub mod schedule;
+pub mod server;
+pub mod service;
+pub mod snapshot;

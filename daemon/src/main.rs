@@ -1,0 +1,93 @@
+//! `cofferd`: parse arguments, set up logging, load the config, run the daemon.
+//!
+//! Exit codes: 0 after a clean shutdown or a valid `--check-config`; 2 for an invalid
+//! config or bad arguments; 1 for anything else that stops the daemon.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Parser;
+use coffer_daemon::config::{Config, DEFAULT_CONFIG, LogFormat};
+
+/// The Coffer backup daemon.
+#[derive(Parser)]
+#[command(name = "cofferd", version)]
+struct Args {
+    /// Config file.
+    #[arg(long, short, env = "COFFER_CONFIG", default_value = DEFAULT_CONFIG)]
+    config: PathBuf,
+    /// Validate the config and exit (0 valid, 2 invalid).
+    #[arg(long)]
+    check_config: bool,
+}
+
+fn init_logging(format: LogFormat) {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_env("COFFER_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    // Under systemd the journal adds its own timestamps.
+    let journald = std::env::var_os("JOURNAL_STREAM").is_some();
+    match (format, journald) {
+        (LogFormat::Json, _) => builder.json().init(),
+        (LogFormat::Text, true) => builder.without_time().with_ansi(false).init(),
+        (LogFormat::Text, false) => builder.init(),
+    }
+}
+
+fn main() -> ExitCode {
+    let args = match Args::try_parse() {
+        Ok(args) => args,
+        Err(e) => {
+            let _ = e.print();
+            return if e.use_stderr() {
+                ExitCode::from(2)
+            } else {
+                ExitCode::SUCCESS
+            };
+        }
+    };
+    let config = match Config::load(&args.config) {
+        Ok(config) => config,
+        Err(e) => {
+            eprintln!("cofferd: {}", chain(&e));
+            return ExitCode::from(2);
+        }
+    };
+    if args.check_config {
+        println!("{}: valid, {} job(s)", config.path.display(), config.jobs.len());
+        return ExitCode::SUCCESS;
+    }
+    init_logging(config.daemon.log_format);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("cofferd: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(coffer_daemon::server::run(config)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e:#}");
+            eprintln!("cofferd: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// An error and its sources, each once.
+fn chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(s) = source {
+        text = format!("{text}: {s}");
+        source = s.source();
+    }
+    text
+}

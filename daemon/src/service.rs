@@ -1,0 +1,428 @@
+//! The `coffer.v1.Coffer` gRPC service: turns requests into [`Engine`] calls and
+//! engine results into replies.
+//!
+//! Blocking engine calls run in `spawn_blocking`; long operations run as tasks on the
+//! daemon's [`TaskTracker`] (so shutdown can wait for them) and stream their progress
+//! through a bounded channel — progress is lossy (dropped when the client is slow),
+//! the final result is not. A client that goes away does not cancel a backup.
+//! Every engine error becomes a `Status` in exactly one place, [`status_of`].
+
+use std::pin::Pin;
+use std::sync::Arc;
+
+use chrono::Utc;
+use coffer_common::proto::{self, coffer_server::Coffer};
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tonic::{Request, Response, Status};
+
+use crate::catalog::{BackupRecord, RunRecord};
+use crate::engine::{Engine, Error, Event};
+use crate::snapshot::SnapshotError;
+
+/// Maps an engine error to its gRPC status, with the error's sentence as message.
+pub fn status_of(error: Error) -> Status {
+    use tonic::Code;
+    let code = match &error {
+        Error::UnknownJob(_) | Error::NoSuchBackup(_) | Error::NoBackups(_) | Error::NoBackupsAtAll => {
+            Code::NotFound
+        }
+        Error::InvalidId(_) => Code::InvalidArgument,
+        Error::Busy(_) | Error::Protected(_) => Code::FailedPrecondition,
+        Error::Snapshot(
+            SnapshotError::Missing { .. }
+            | SnapshotError::NotSqlite { .. }
+            | SnapshotError::Empty { .. }
+            | SnapshotError::Locked { .. },
+        ) => Code::FailedPrecondition,
+        Error::Snapshot(SnapshotError::Cancelled { .. }) | Error::Cancelled => Code::Cancelled,
+        e if e.is_disk_full() => Code::ResourceExhausted,
+        Error::Archive {
+            source: crate::archive::ArchiveError::Invalid(_),
+            ..
+        } => Code::DataLoss,
+        Error::Io { source, .. } if source.kind() == std::io::ErrorKind::PermissionDenied => {
+            Code::FailedPrecondition
+        }
+        Error::Archive {
+            source: crate::archive::ArchiveError::Source { .. },
+            ..
+        } => Code::FailedPrecondition,
+        _ => Code::Internal,
+    };
+    Status::new(code, error_chain(&error))
+}
+
+/// The error's sentence followed by its sources, once each.
+fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(s) = source {
+        let part = s.to_string();
+        if !text.contains(&part) {
+            text.push_str(": ");
+            text.push_str(&part);
+        }
+        source = s.source();
+    }
+    text
+}
+
+impl From<Error> for Status {
+    fn from(error: Error) -> Status {
+        status_of(error)
+    }
+}
+
+/// Runs a blocking engine call off the reactor.
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, Error> + Send + 'static,
+) -> Result<T, Status> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| Status::internal(format!("internal error: {e}")))?
+        .map_err(Status::from)
+}
+
+/// The service implementation.
+pub struct CofferService {
+    engine: Arc<Engine>,
+    tasks: TaskTracker,
+    shutdown: CancellationToken,
+    started_at: chrono::DateTime<Utc>,
+}
+
+impl CofferService {
+    pub fn new(engine: Arc<Engine>, tasks: TaskTracker, shutdown: CancellationToken) -> Self {
+        CofferService {
+            engine,
+            tasks,
+            shutdown,
+            started_at: Utc::now(),
+        }
+    }
+}
+
+type EventStream = Pin<Box<dyn tokio_stream::Stream<Item = Result<proto::BackupEvent, Status>> + Send>>;
+type ChunkStream = Pin<Box<dyn tokio_stream::Stream<Item = Result<proto::DownloadChunk, Status>> + Send>>;
+
+/// A progress callback that forwards events to a stream without ever blocking.
+fn progress_sender(tx: mpsc::Sender<Result<proto::BackupEvent, Status>>) -> Box<dyn FnMut(Event) + Send> {
+    Box::new(move |e: Event| {
+        let _ = tx.try_send(Ok(proto::BackupEvent {
+            event: Some(proto::backup_event::Event::Progress(proto::Progress {
+                phase: e.phase.to_owned(),
+                bytes_done: e.done,
+                bytes_total: e.total,
+                message: e.message,
+            })),
+        }));
+    })
+}
+
+/// The wire form of a catalogued backup.
+pub fn backup_message(r: &BackupRecord, backup_dir: &std::path::Path) -> proto::Backup {
+    let s = &r.summary;
+    let db = s.entries.iter().find(|e| e.path.starts_with("db/"));
+    proto::Backup {
+        id: r.id.clone(),
+        job: r.job.clone(),
+        created_at: r.created_at,
+        size: r.size,
+        sha256: r.sha256.clone(),
+        protected: r.protected,
+        note: r.note.clone(),
+        verified_at: r.verified_at,
+        verify_result: r.verify_result.clone(),
+        path: crate::catalog::BackupPaths::new(backup_dir, &r.job, &r.id)
+            .archive
+            .display()
+            .to_string(),
+        hostname: s.hostname.clone(),
+        coffer_version: s.coffer_version.clone(),
+        sqlite_version: s.sqlite_version.clone(),
+        database_path: s.source.path.clone(),
+        database_size: db.map_or(s.source.page_size * s.source.page_count, |e| e.size),
+        page_size: s.source.page_size,
+        page_count: s.source.page_count,
+        journal_mode: s.source.journal_mode.clone(),
+        snapshot_method: s.source.snapshot_method.clone(),
+        media_roots: s.media_roots.clone(),
+        file_count: s.totals.files,
+        dir_count: s.totals.dirs,
+        symlink_count: s.totals.symlinks,
+        total_bytes: s.totals.bytes,
+        user_version: s.source.user_version,
+        application_id: s.source.application_id,
+        duration_ms: r.duration_ms,
+    }
+}
+
+fn run_message(r: &RunRecord) -> proto::RunSummary {
+    proto::RunSummary {
+        id: r.id,
+        job: r.job.clone(),
+        kind: r.kind.clone(),
+        status: r.status.clone(),
+        started_at: r.started_at,
+        finished_at: r.finished_at,
+        error: r.error.clone(),
+        backup_id: r.backup_id.clone(),
+        bytes: r.bytes,
+    }
+}
+
+/// Next fire time of a job's schedule, as Unix seconds (0 when manual).
+fn next_run_at(job: &crate::config::JobConfig) -> i64 {
+    job.schedule
+        .as_ref()
+        .and_then(|s| s.next_after(Utc::now()))
+        .map_or(0, |t| t.timestamp())
+}
+
+#[tonic::async_trait]
+impl Coffer for CofferService {
+    async fn get_status(
+        &self,
+        _req: Request<proto::GetStatusRequest>,
+    ) -> Result<Response<proto::GetStatusResponse>, Status> {
+        let engine = self.engine.clone();
+        let started_at = self.started_at;
+        let response = blocking(move || {
+            let config = engine.config();
+            let mut jobs = Vec::with_capacity(config.jobs.len());
+            for job in &config.jobs {
+                let stats = engine.job_stats(&job.name)?;
+                let last_run = engine.last_run(&job.name)?;
+                let problem = match job.database.try_exists() {
+                    Ok(true) => String::new(),
+                    _ => format!("database {} does not exist", job.database.display()),
+                };
+                jobs.push(proto::JobStatus {
+                    name: job.name.clone(),
+                    last_run: last_run.as_ref().map(run_message),
+                    next_run_at: next_run_at(job),
+                    backup_count: stats.count,
+                    backup_bytes: stats.bytes,
+                    last_success_at: stats.newest_at,
+                    running: engine.is_running(&job.name),
+                    problem,
+                });
+            }
+            let free = crate::fsutil::free_space(&config.daemon.backup_dir).unwrap_or(0);
+            Ok(proto::GetStatusResponse {
+                version: coffer_common::VERSION.to_owned(),
+                uptime_seconds: (Utc::now() - started_at).num_seconds().max(0) as u64,
+                started_at: started_at.timestamp(),
+                jobs,
+                backup_dir_free_bytes: free,
+                backup_dir: config.daemon.backup_dir.display().to_string(),
+                state_dir: config.daemon.state_dir.display().to_string(),
+            })
+        })
+        .await?;
+        Ok(Response::new(response))
+    }
+
+    async fn list_jobs(
+        &self,
+        _req: Request<proto::ListJobsRequest>,
+    ) -> Result<Response<proto::ListJobsResponse>, Status> {
+        let config = self.engine.config();
+        let jobs = config
+            .jobs
+            .iter()
+            .map(|j| proto::Job {
+                name: j.name.clone(),
+                database: j.database.display().to_string(),
+                media: j.media.iter().map(|m| m.display().to_string()).collect(),
+                schedule: j
+                    .schedule
+                    .as_ref()
+                    .map_or_else(|| "manual".to_owned(), |s| s.expr().to_owned()),
+                timezone: j.timezone.name().to_owned(),
+                compression_level: j.compression_level,
+                verify_after_backup: j.verify_after_backup,
+                min_free_space: j.min_free_space,
+                stale_after_seconds: j.stale_after.as_secs(),
+                catch_up: j.catch_up,
+                next_run_at: next_run_at(j),
+                retention: j.retention.summary(),
+            })
+            .collect();
+        Ok(Response::new(proto::ListJobsResponse { jobs }))
+    }
+
+    type CreateBackupStream = EventStream;
+
+    async fn create_backup(
+        &self,
+        req: Request<proto::CreateBackupRequest>,
+    ) -> Result<Response<EventStream>, Status> {
+        let req = req.into_inner();
+        // Refusals (unknown job, already running) answer the call itself.
+        let claim = self.engine.claim(&req.job)?;
+        let (tx, rx) = mpsc::channel(64);
+        let engine = self.engine.clone();
+        let cancel = self.shutdown.child_token();
+        let backup_dir = engine.config().daemon.backup_dir.clone();
+        self.tasks.spawn(async move {
+            let result = engine
+                .backup(claim, req.note, cancel, progress_sender(tx.clone()))
+                .await;
+            let message = result.map(|record| proto::BackupEvent {
+                event: Some(proto::backup_event::Event::Backup(backup_message(
+                    &record,
+                    &backup_dir,
+                ))),
+            });
+            let _ = tx.send(message.map_err(Status::from)).await;
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+
+    async fn list_backups(
+        &self,
+        req: Request<proto::ListBackupsRequest>,
+    ) -> Result<Response<proto::ListBackupsResponse>, Status> {
+        let job = req.into_inner().job;
+        let engine = self.engine.clone();
+        let backups = blocking(move || {
+            let dir = engine.config().daemon.backup_dir.clone();
+            let records = engine.list((!job.is_empty()).then_some(job.as_str()))?;
+            Ok(records.iter().map(|r| backup_message(r, &dir)).collect())
+        })
+        .await?;
+        Ok(Response::new(proto::ListBackupsResponse { backups }))
+    }
+
+    async fn get_backup(
+        &self,
+        req: Request<proto::GetBackupRequest>,
+    ) -> Result<Response<proto::Backup>, Status> {
+        let id = req.into_inner().id;
+        let engine = self.engine.clone();
+        let backup = blocking(move || {
+            let record = engine.resolve(&id)?;
+            Ok(backup_message(&record, &engine.config().daemon.backup_dir))
+        })
+        .await?;
+        Ok(Response::new(backup))
+    }
+
+    async fn delete_backup(
+        &self,
+        req: Request<proto::DeleteBackupRequest>,
+    ) -> Result<Response<proto::DeleteBackupResponse>, Status> {
+        let id = req.into_inner().id;
+        let engine = self.engine.clone();
+        let record = blocking(move || engine.delete(&id)).await?;
+        Ok(Response::new(proto::DeleteBackupResponse { id: record.id }))
+    }
+
+    async fn set_protected(
+        &self,
+        _req: Request<proto::SetProtectedRequest>,
+    ) -> Result<Response<proto::Backup>, Status> {
+        Err(Status::unimplemented(
+            "pinning is not available in this version of cofferd",
+        ))
+    }
+
+    async fn prune(
+        &self,
+        _req: Request<proto::PruneRequest>,
+    ) -> Result<Response<proto::PruneResponse>, Status> {
+        Err(Status::unimplemented(
+            "prune is not available in this version of cofferd",
+        ))
+    }
+
+    type VerifyBackupStream = EventStream;
+
+    async fn verify_backup(
+        &self,
+        req: Request<proto::VerifyBackupRequest>,
+    ) -> Result<Response<EventStream>, Status> {
+        let req = req.into_inner();
+        let engine = self.engine.clone();
+        let record = {
+            let engine = engine.clone();
+            let id = req.id.clone();
+            blocking(move || engine.resolve(&id)).await?
+        };
+        let (tx, rx) = mpsc::channel(64);
+        let cancel = self.shutdown.child_token();
+        self.tasks.spawn(async move {
+            let mut progress = progress_sender(tx.clone());
+            let result = tokio::task::spawn_blocking(move || {
+                engine.verify_record(&record, req.deep, &cancel, &mut *progress)
+            })
+            .await
+            .map_err(|e| Status::internal(e.to_string()))
+            .and_then(|r| r.map_err(Status::from));
+            let message = result.map(|v| proto::BackupEvent {
+                event: Some(proto::backup_event::Event::Verify(proto::VerifyResult {
+                    id: v.id,
+                    ok: true,
+                    error: String::new(),
+                    entries: v.entries,
+                    deep: v.deep,
+                })),
+            });
+            let _ = tx.send(message).await;
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+
+    type RestoreBackupStream = EventStream;
+
+    async fn restore_backup(
+        &self,
+        _req: Request<proto::RestoreBackupRequest>,
+    ) -> Result<Response<EventStream>, Status> {
+        Err(Status::unimplemented(
+            "restore is not available in this version of cofferd",
+        ))
+    }
+
+    type DownloadBackupStream = ChunkStream;
+
+    async fn download_backup(
+        &self,
+        _req: Request<proto::DownloadBackupRequest>,
+    ) -> Result<Response<ChunkStream>, Status> {
+        Err(Status::unimplemented(
+            "download is not available in this version of cofferd",
+        ))
+    }
+
+    async fn upload_backup(
+        &self,
+        _req: Request<tonic::Streaming<proto::UploadChunk>>,
+    ) -> Result<Response<proto::Backup>, Status> {
+        Err(Status::unimplemented(
+            "upload is not available in this version of cofferd",
+        ))
+    }
+
+    async fn get_metrics(
+        &self,
+        _req: Request<proto::GetMetricsRequest>,
+    ) -> Result<Response<proto::GetMetricsResponse>, Status> {
+        Err(Status::unimplemented(
+            "metrics are not available in this version of cofferd",
+        ))
+    }
+
+    async fn list_audit(
+        &self,
+        _req: Request<proto::ListAuditRequest>,
+    ) -> Result<Response<proto::ListAuditResponse>, Status> {
+        Err(Status::unimplemented(
+            "the audit log is not available in this version of cofferd",
+        ))
+    }
+}
