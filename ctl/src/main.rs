@@ -57,6 +57,17 @@ enum Command {
         #[arg(long)]
         yes: bool,
     },
+    /// Protect a backup from retention and deletion.
+    Pin { id: String },
+    /// Remove a backup's protection.
+    Unpin { id: String },
+    /// Apply the retention policy (of JOB, or of every job).
+    Prune {
+        job: Option<String>,
+        /// Show what would be removed, remove nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
     /// Verify a backup's archive against its manifest.
     Verify {
         id: String,
@@ -107,6 +118,7 @@ impl From<Status> for Failure {
 }
 
 type Result<T> = std::result::Result<T, Failure>;
+type Client = proto::coffer_client::CofferClient<coffer_common::tonic::transport::Channel>;
 
 fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
@@ -190,6 +202,16 @@ async fn run(cli: Cli) -> Result<()> {
                 .into_inner();
             output::deleted(&deleted.id, json);
         }
+        Command::Pin { id } => set_protected(&mut c, id, true, json).await?,
+        Command::Unpin { id } => set_protected(&mut c, id, false, json).await?,
+        Command::Prune { job, dry_run } => {
+            let request = proto::PruneRequest {
+                job: job.unwrap_or_default(),
+                dry_run,
+            };
+            let pruned = c.prune(request).await?.into_inner();
+            output::pruned(&pruned.decisions, dry_run, json);
+        }
         Command::Verify { id, deep } => {
             let stream = c
                 .verify_backup(proto::VerifyBackupRequest { id: id.clone(), deep })
@@ -206,5 +228,14 @@ async fn run(cli: Cli) -> Result<()> {
             }
         }
     }
+    Ok(())
+}
+
+async fn set_protected(c: &mut Client, id: String, protected: bool, json: bool) -> Result<()> {
+    let backup = c
+        .set_protected(proto::SetProtectedRequest { id, protected })
+        .await?
+        .into_inner();
+    output::pinned(&backup, json);
     Ok(())
 }

@@ -371,3 +371,67 @@ pub fn jobs(jobs: &[proto::Job], json: bool) {
     }
     table(&rows);
 }
+
+pub fn pinned(b: &proto::Backup, json: bool) {
+    if json {
+        print_json(&backup_json(b));
+    } else if b.protected {
+        println!("backup {} is pinned: retention and delete will keep it", b.id);
+    } else {
+        println!("backup {} is no longer pinned", b.id);
+    }
+}
+
+pub fn pruned(decisions: &[proto::PruneDecision], dry_run: bool, json: bool) {
+    if json {
+        let list: Vec<Value> = decisions
+            .iter()
+            .map(|d| {
+                json!({
+                    "id": d.id,
+                    "job": d.job,
+                    "created-at": time_json(d.created_at),
+                    "keep": d.keep,
+                    "reasons": d.reasons,
+                    "removed": d.removed,
+                })
+            })
+            .collect();
+        print_json(&json!({ "dry-run": dry_run, "decisions": list }));
+        return;
+    }
+    if decisions.is_empty() {
+        println!("no backups");
+        return;
+    }
+    let mut rows = vec![vec![
+        "ID".into(),
+        "CREATED".into(),
+        "ACTION".into(),
+        "REASONS".into(),
+    ]];
+    for d in decisions {
+        let action = match (d.keep, d.removed, dry_run) {
+            (true, _, _) => "keep",
+            (false, true, _) => "removed",
+            (false, false, true) => "would remove",
+            (false, false, false) => "remove failed",
+        };
+        rows.push(vec![
+            d.id.clone(),
+            timestamp(d.created_at),
+            action.into(),
+            d.reasons.join(", "),
+        ]);
+    }
+    table(&rows);
+    let removable = decisions.iter().filter(|d| !d.keep).count();
+    if dry_run {
+        println!("dry run: {removable} backup(s) would be removed, nothing was changed");
+    } else {
+        println!(
+            "{} backup(s) removed",
+            decisions.iter().filter(|d| d.removed).count()
+        );
+    }
+}

@@ -25,6 +25,7 @@ use crate::catalog::{BackupPaths, BackupRecord, Catalog, CatalogError, JobStats,
 use crate::config::{Config, JobConfig};
 use crate::fsutil::{self, Cleanup};
 use crate::manifest::{FORMAT_VERSION, Manifest, Sidecar, Totals};
+use crate::retention::{self, Candidate, Decision};
 use crate::snapshot::{self, SnapshotError};
 
 /// Why an operation failed. Messages are sentences for the admin; the service maps
@@ -119,6 +120,14 @@ pub struct Verified {
     pub id: String,
     pub entries: u64,
     pub deep: bool,
+}
+
+/// One backup's retention decision, and whether it was removed.
+#[derive(Debug, Clone)]
+pub struct Pruned {
+    pub job: String,
+    pub decision: Decision,
+    pub removed: bool,
 }
 
 /// Holds a job's "running" flag; released on drop.
@@ -263,7 +272,14 @@ impl Engine {
             tracing::error!(job = job.name, "cannot record the run: {e}");
         }
         match &result {
-            Ok(r) => tracing::info!(job = job.name, id = r.id, size = r.size, "backup succeeded"),
+            Ok(r) => {
+                tracing::info!(job = job.name, id = r.id, size = r.size, "backup succeeded");
+                // Retention runs after every successful backup; its failure does not
+                // make the backup fail.
+                if let Err(e) = self.prune(Some(&job.name), false) {
+                    tracing::error!(job = job.name, "retention failed: {e}");
+                }
+            }
             Err(e) => tracing::warn!(job = job.name, "backup failed: {e}"),
         }
         result
@@ -487,6 +503,66 @@ impl Engine {
         self.catalog.remove_backup(&record.id)?;
         tracing::info!(id = record.id, "backup deleted");
         Ok(())
+    }
+
+    /// Applies the retention policy of one job or of every configured job. With
+    /// `dry_run` nothing is removed. Backups of jobs no longer configured are left
+    /// alone (there is no policy for them).
+    pub fn prune(&self, job: Option<&str>, dry_run: bool) -> Result<Vec<Pruned>, Error> {
+        let config = self.config();
+        let jobs: Vec<&JobConfig> = match job {
+            Some(name) => vec![
+                config
+                    .job(name)
+                    .ok_or_else(|| Error::UnknownJob(name.to_owned()))?,
+            ],
+            None => config.jobs.iter().collect(),
+        };
+        let mut out = Vec::new();
+        for job in jobs {
+            let records = self.catalog.list_backups(Some(&job.name))?;
+            let candidates: Vec<Candidate> = records
+                .iter()
+                .map(|r| Candidate {
+                    id: r.id.clone(),
+                    created_at: chrono::DateTime::from_timestamp(r.created_at, 0).unwrap_or_default(),
+                    protected: r.protected,
+                })
+                .collect();
+            for decision in retention::apply(&job.retention, job.timezone, &candidates) {
+                let mut removed = false;
+                if !decision.keep && !dry_run {
+                    let record = records.iter().find(|r| r.id == decision.id);
+                    if let Some(record) = record.filter(|r| !r.protected) {
+                        self.remove(record)?;
+                        removed = true;
+                    }
+                }
+                out.push(Pruned {
+                    job: job.name.clone(),
+                    decision,
+                    removed,
+                });
+            }
+        }
+        Ok(out)
+    }
+
+    /// Pins or unpins a backup. The sidecar is rewritten first so a rebuilt catalog
+    /// keeps the pin.
+    pub fn set_protected(&self, id_text: &str, protected: bool) -> Result<BackupRecord, Error> {
+        let record = self.resolve(id_text)?;
+        let paths = BackupPaths::new(&self.config().daemon.backup_dir, &record.job, &record.id);
+        let mut sidecar = crate::catalog::read_sidecar(&paths.sidecar).map_err(|message| {
+            Error::Internal(format!(
+                "the sidecar {} is unreadable: {message}",
+                paths.sidecar.display()
+            ))
+        })?;
+        sidecar.protected = protected;
+        write_sidecar(&paths.sidecar, &sidecar)?;
+        self.catalog.set_protected(&record.id, protected)?;
+        self.get(&record.id)
     }
 
     /// Verifies a catalogued backup against its sidecar; records the result.

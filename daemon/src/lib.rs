@@ -11,6 +11,7 @@
 //!   free space.
 //! - [`retention`]: the pure retention policy (restic `forget` semantics).
 //! - [`schedule`]: cron schedules in a time zone, computed fire times.
+//! - [`scheduler`]: one task per scheduled job: no overlap, catch-up.
 //! - [`engine`]: one backup / verify / delete run, with progress events.
 //! - [`service`]: the tonic service; maps engine errors to gRPC statuses.
 //! - [`server`]: single-instance lock, socket setup, serving and shutdown.
@@ -23,6 +24,7 @@ pub mod fsutil;
 pub mod manifest;
 pub mod retention;
 pub mod schedule;
+pub mod scheduler;
 pub mod server;
 pub mod service;
 pub mod snapshot;

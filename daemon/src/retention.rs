@@ -156,11 +156,7 @@ pub struct Decision {
 /// candidate.
 pub fn apply(policy: &Policy, tz: Tz, backups: &[Candidate]) -> Vec<Decision> {
     let mut order: Vec<&Candidate> = backups.iter().collect();
-    order.sort_by(|a, b| {
-        b.created_at
-            .cmp(&a.created_at)
-            .then_with(|| b.id.cmp(&a.id))
-    });
+    order.sort_by(|a, b| b.created_at.cmp(&a.created_at).then_with(|| b.id.cmp(&a.id)));
 
     let mut reasons: Vec<Vec<String>> = vec![Vec::new(); order.len()];
     if policy.is_empty() {
@@ -307,9 +303,7 @@ impl BucketKind {
         let month = i64::from(local.month());
         let day = i64::from(local.day());
         match self {
-            BucketKind::Hourly => {
-                year * 1_000_000 + month * 10_000 + day * 100 + i64::from(local.hour())
-            }
+            BucketKind::Hourly => year * 1_000_000 + month * 10_000 + day * 100 + i64::from(local.hour()),
             BucketKind::Daily => year * 10_000 + month * 100 + day,
             BucketKind::Weekly => {
                 // ISO week-based year, not the calendar year: 2021-01-03 is 2020-W53.
@@ -338,11 +332,7 @@ fn humanize(d: Duration) -> String {
         .filter(|(value, _)| *value > 0)
         .map(|(value, unit)| format!("{value}{unit}"))
         .collect();
-    if text.is_empty() {
-        "0s".to_owned()
-    } else {
-        text
-    }
+    if text.is_empty() { "0s".to_owned() } else { text }
 }
 
 #[cfg(test)]
@@ -883,23 +873,13 @@ mod tests {
             for d in &decisions {
                 assert_eq!(d.keep, !d.reasons.is_empty(), "{}: {d:?}", case.name);
                 let input = case.backups.iter().find(|c| c.id == d.id);
-                assert_eq!(
-                    input.map(|c| c.created_at),
-                    Some(d.created_at),
-                    "{}",
-                    case.name
-                );
+                assert_eq!(input.map(|c| c.created_at), Some(d.created_at), "{}", case.name);
             }
 
             let kept: Vec<(&str, Vec<&str>)> = decisions
                 .iter()
                 .filter(|d| d.keep)
-                .map(|d| {
-                    (
-                        d.id.as_str(),
-                        d.reasons.iter().map(String::as_str).collect(),
-                    )
-                })
+                .map(|d| (d.id.as_str(), d.reasons.iter().map(String::as_str).collect()))
                 .collect();
             assert_eq!(kept, case.kept, "{}", case.name);
             if let Some(first) = decisions.first() {
@@ -924,24 +904,9 @@ mod tests {
             (BucketKind::Daily, BERLIN, "2026-10-24T22:30:00Z", 20261025),
             (BucketKind::Daily, BERLIN, "2026-10-25T22:30:00Z", 20261025),
             (BucketKind::Daily, BERLIN, "2026-10-25T23:30:00Z", 20261026),
-            (
-                BucketKind::Hourly,
-                BERLIN,
-                "2026-10-25T00:30:00Z",
-                2026102502,
-            ),
-            (
-                BucketKind::Hourly,
-                BERLIN,
-                "2026-10-25T01:30:00Z",
-                2026102502,
-            ),
-            (
-                BucketKind::Hourly,
-                BERLIN,
-                "2026-03-29T01:30:00Z",
-                2026032903,
-            ),
+            (BucketKind::Hourly, BERLIN, "2026-10-25T00:30:00Z", 2026102502),
+            (BucketKind::Hourly, BERLIN, "2026-10-25T01:30:00Z", 2026102502),
+            (BucketKind::Hourly, BERLIN, "2026-03-29T01:30:00Z", 2026032903),
             (BucketKind::Monthly, BERLIN, "2026-01-31T23:30:00Z", 202602),
             (BucketKind::Yearly, BERLIN, "2025-12-31T23:30:00Z", 2026),
         ];

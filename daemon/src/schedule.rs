@@ -268,9 +268,7 @@ impl Schedule {
             for instant in self.instants(naive).into_iter().flatten() {
                 if instant <= at && instant >= earliest && best.is_none_or(|(b, _)| instant > b) {
                     let mut stop = self.local(instant);
-                    if let Some(fall) =
-                        self.fall_back(instant, self.plus(instant, SHIFT_WINDOW_HOURS))
-                    {
+                    if let Some(fall) = self.fall_back(instant, self.plus(instant, SHIFT_WINDOW_HOURS)) {
                         stop = stop.min(fall.wall_after);
                     }
                     best = Some((instant, stop));
@@ -455,12 +453,7 @@ mod tests {
                 "2026-01-01T23:59:59Z",
                 "2026-01-02T00:00:00Z",
             ),
-            (
-                "@daily",
-                "UTC",
-                "2026-01-01T00:00:00Z",
-                "2026-01-02T00:00:00Z",
-            ),
+            ("@daily", "UTC", "2026-01-01T00:00:00Z", "2026-01-02T00:00:00Z"),
             (
                 "@daily",
                 "UTC",
@@ -474,36 +467,11 @@ mod tests {
                 "2026-02-28T12:00:00Z",
                 "2026-03-01T00:00:00Z",
             ),
-            (
-                "@hourly",
-                "UTC",
-                "2026-01-01T10:00:00Z",
-                "2026-01-01T11:00:00Z",
-            ),
-            (
-                "@weekly",
-                "UTC",
-                "2026-01-01T00:00:00Z",
-                "2026-01-04T00:00:00Z",
-            ),
-            (
-                "@monthly",
-                "UTC",
-                "2026-01-01T00:00:00Z",
-                "2026-02-01T00:00:00Z",
-            ),
-            (
-                "@yearly",
-                "UTC",
-                "2026-01-01T00:00:00Z",
-                "2027-01-01T00:00:00Z",
-            ),
-            (
-                "@annually",
-                "UTC",
-                "2025-06-01T00:00:00Z",
-                "2026-01-01T00:00:00Z",
-            ),
+            ("@hourly", "UTC", "2026-01-01T10:00:00Z", "2026-01-01T11:00:00Z"),
+            ("@weekly", "UTC", "2026-01-01T00:00:00Z", "2026-01-04T00:00:00Z"),
+            ("@monthly", "UTC", "2026-01-01T00:00:00Z", "2026-02-01T00:00:00Z"),
+            ("@yearly", "UTC", "2026-01-01T00:00:00Z", "2027-01-01T00:00:00Z"),
+            ("@annually", "UTC", "2025-06-01T00:00:00Z", "2026-01-01T00:00:00Z"),
             (
                 "0 0 2 * * *",
                 "UTC",
@@ -664,24 +632,9 @@ mod tests {
         // (expr, local day as UTC range, fires): hourly follows the clock (23 / 25 elapsed
         // hours), fixed times run once per local day.
         let cases: &[(&str, &str, &str, usize)] = &[
-            (
-                "@hourly",
-                "2026-03-28T23:00:00Z",
-                "2026-03-29T22:00:00Z",
-                23,
-            ),
-            (
-                "@hourly",
-                "2026-10-24T22:00:00Z",
-                "2026-10-25T23:00:00Z",
-                25,
-            ),
-            (
-                "@hourly",
-                "2026-03-27T23:00:00Z",
-                "2026-03-28T23:00:00Z",
-                24,
-            ),
+            ("@hourly", "2026-03-28T23:00:00Z", "2026-03-29T22:00:00Z", 23),
+            ("@hourly", "2026-10-24T22:00:00Z", "2026-10-25T23:00:00Z", 25),
+            ("@hourly", "2026-03-27T23:00:00Z", "2026-03-28T23:00:00Z", 24),
             (
                 "0 0 0-23 * * *",
                 "2026-10-24T22:00:00Z",
@@ -694,30 +647,10 @@ mod tests {
                 "2026-03-29T22:00:00Z",
                 23,
             ),
-            (
-                "0 0 2 * * *",
-                "2026-03-28T23:00:00Z",
-                "2026-03-29T22:00:00Z",
-                1,
-            ),
-            (
-                "0 0 2 * * *",
-                "2026-10-24T22:00:00Z",
-                "2026-10-25T23:00:00Z",
-                1,
-            ),
-            (
-                "0 59 2 * * *",
-                "2026-10-24T22:00:00Z",
-                "2026-10-25T23:00:00Z",
-                1,
-            ),
-            (
-                "0 0 3 * * *",
-                "2026-03-28T23:00:00Z",
-                "2026-03-29T22:00:00Z",
-                1,
-            ),
+            ("0 0 2 * * *", "2026-03-28T23:00:00Z", "2026-03-29T22:00:00Z", 1),
+            ("0 0 2 * * *", "2026-10-24T22:00:00Z", "2026-10-25T23:00:00Z", 1),
+            ("0 59 2 * * *", "2026-10-24T22:00:00Z", "2026-10-25T23:00:00Z", 1),
+            ("0 0 3 * * *", "2026-03-28T23:00:00Z", "2026-03-29T22:00:00Z", 1),
             (
                 "0 */20 2 * * *",
                 "2026-03-28T23:00:00Z",
@@ -750,10 +683,7 @@ mod tests {
             let to = utc(to) - TimeDelta::seconds(1);
             let got = fires(&s, &from.to_rfc3339(), &to.to_rfc3339());
             assert_eq!(got.len(), *want, "{expr} {from}: {got:?}");
-            assert!(
-                got.windows(2).all(|w| w[0] < w[1]),
-                "{expr}: not increasing"
-            );
+            assert!(got.windows(2).all(|w| w[0] < w[1]), "{expr}: not increasing");
         }
     }
 
@@ -944,11 +874,7 @@ mod tests {
                 let (prev, next) = (pair[0], pair[1]);
                 assert_eq!(s.prev_at_or_before(next), Some(next), "{expr} at {next}");
                 let just_before = next - TimeDelta::milliseconds(1);
-                assert_eq!(
-                    s.prev_at_or_before(just_before),
-                    Some(prev),
-                    "{expr} {next}"
-                );
+                assert_eq!(s.prev_at_or_before(just_before), Some(prev), "{expr} {next}");
                 assert_eq!(s.next_after(prev), Some(next), "{expr} after {prev}");
             }
             // Every 7 minutes through the range: prev ≤ t < next_after(prev).
@@ -1047,11 +973,7 @@ mod tests {
                 }
                 for pair in want.windows(2) {
                     let just_before = pair[1] - TimeDelta::seconds(1);
-                    assert_eq!(
-                        s.prev_at_or_before(just_before),
-                        Some(pair[0]),
-                        "{expr} {tz}"
-                    );
+                    assert_eq!(s.prev_at_or_before(just_before), Some(pair[0]), "{expr} {tz}");
                     assert_eq!(s.prev_at_or_before(pair[1]), Some(pair[1]), "{expr} {tz}");
                 }
             }
@@ -1091,16 +1013,8 @@ mod tests {
                 "schedule '0 0 0 30 2 *' never fires: no date matches its day-of-month, month \
                  and day-of-week fields",
             ),
-            (
-                "0 0 2 * * *",
-                "Europe/Berln",
-                "unknown timezone 'Europe/Berln'",
-            ),
-            (
-                "0 0 2 * * *",
-                "europe/berlin",
-                "unknown timezone 'europe/berlin'",
-            ),
+            ("0 0 2 * * *", "Europe/Berln", "unknown timezone 'Europe/Berln'"),
+            ("0 0 2 * * *", "europe/berlin", "unknown timezone 'europe/berlin'"),
             ("0 0 2 * * *", "+02:00", "unknown timezone '+02:00'"),
         ];
         for (expr, tz, want) in cases {

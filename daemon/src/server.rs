@@ -149,6 +149,8 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let shutdown = CancellationToken::new();
     let tasks = TaskTracker::new();
 
+    crate::scheduler::start(&engine, &tasks, &shutdown);
+
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
     health_reporter.set_serving::<CofferServer<CofferService>>().await;
     health_reporter

@@ -324,20 +324,38 @@ impl Coffer for CofferService {
 
     async fn set_protected(
         &self,
-        _req: Request<proto::SetProtectedRequest>,
+        req: Request<proto::SetProtectedRequest>,
     ) -> Result<Response<proto::Backup>, Status> {
-        Err(Status::unimplemented(
-            "pinning is not available in this version of cofferd",
-        ))
+        let req = req.into_inner();
+        let engine = self.engine.clone();
+        let backup = blocking(move || {
+            let record = engine.set_protected(&req.id, req.protected)?;
+            Ok(backup_message(&record, &engine.config().daemon.backup_dir))
+        })
+        .await?;
+        Ok(Response::new(backup))
     }
 
     async fn prune(
         &self,
-        _req: Request<proto::PruneRequest>,
+        req: Request<proto::PruneRequest>,
     ) -> Result<Response<proto::PruneResponse>, Status> {
-        Err(Status::unimplemented(
-            "prune is not available in this version of cofferd",
-        ))
+        let req = req.into_inner();
+        let engine = self.engine.clone();
+        let job = (!req.job.is_empty()).then_some(req.job);
+        let pruned = blocking(move || engine.prune(job.as_deref(), req.dry_run)).await?;
+        let decisions = pruned
+            .into_iter()
+            .map(|p| proto::PruneDecision {
+                id: p.decision.id,
+                job: p.job,
+                created_at: p.decision.created_at.timestamp(),
+                keep: p.decision.keep,
+                reasons: p.decision.reasons,
+                removed: p.removed,
+            })
+            .collect();
+        Ok(Response::new(proto::PruneResponse { decisions }))
     }
 
     type VerifyBackupStream = EventStream;
