@@ -7,9 +7,11 @@
 //!
 //! - [`output`]: tables and JSON documents.
 //! - [`progress`]: progress bars on a TTY, plain lines otherwise.
+//! - [`transfer`]: download and upload of archives, confirmation prompts.
 
 mod output;
 mod progress;
+mod transfer;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -68,6 +70,33 @@ enum Command {
         #[arg(long)]
         dry_run: bool,
     },
+    /// Restore a backup in place (needs --yes) or into another directory (--to).
+    Restore {
+        id: String,
+        /// Restore into this new or empty directory instead of the live paths.
+        #[arg(long)]
+        to: Option<PathBuf>,
+        /// Restore only the database or only the media directories.
+        #[arg(long, value_parser = ["db", "media"])]
+        only: Option<String>,
+        /// Confirm an in-place restore.
+        #[arg(long)]
+        yes: bool,
+        /// Restore even if the database is in use or the safety backup fails.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Download a backup's archive to FILE.
+    Download {
+        id: String,
+        #[arg(short, long)]
+        output: PathBuf,
+        /// Overwrite FILE if it exists.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Upload an archive; the daemon verifies it fully before cataloguing it.
+    Upload { file: PathBuf },
     /// Verify a backup's archive against its manifest.
     Verify {
         id: String,
@@ -211,6 +240,55 @@ async fn run(cli: Cli) -> Result<()> {
             };
             let pruned = c.prune(request).await?.into_inner();
             output::pruned(&pruned.decisions, dry_run, json);
+        }
+        Command::Restore {
+            id,
+            to,
+            only,
+            yes,
+            force,
+        } => {
+            let to = match to {
+                Some(dir) => Some(
+                    std::path::absolute(&dir).map_err(|e| Failure::usage(format!("bad --to path: {e}")))?,
+                ),
+                None => {
+                    if !yes && !transfer::confirm(&format!("restore {id} over the live data of its job?"))? {
+                        return Err(Failure::usage(
+                            "an in-place restore replaces the live data; add --yes to confirm",
+                        ));
+                    }
+                    None
+                }
+            };
+            let request = proto::RestoreBackupRequest {
+                id: id.clone(),
+                to: to.map(|p| p.display().to_string()).unwrap_or_default(),
+                only: only.unwrap_or_default(),
+                force,
+            };
+            let stream = c.restore_backup(request).await?.into_inner();
+            match progress::follow(stream, &format!("restoring {id}")).await? {
+                Event::Restore(r) => output::restored(&r, json),
+                _ => {
+                    return Err(Failure {
+                        code: 1,
+                        message: "the daemon sent an unexpected reply".into(),
+                    });
+                }
+            }
+        }
+        Command::Download {
+            id,
+            output: file,
+            force,
+        } => {
+            let done = transfer::download(&mut c, &id, &file, force).await?;
+            output::downloaded(&done, &file, json);
+        }
+        Command::Upload { file } => {
+            let backup = transfer::upload(&mut c, &file).await?;
+            output::created(&backup, json);
         }
         Command::Verify { id, deep } => {
             let stream = c

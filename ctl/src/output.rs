@@ -435,3 +435,44 @@ pub fn pruned(decisions: &[proto::PruneDecision], dry_run: bool, json: bool) {
         );
     }
 }
+
+pub fn restored(r: &proto::RestoreResult, json: bool) {
+    if json {
+        print_json(&json!({
+            "id": r.id,
+            "safety-backup-id": if r.safety_backup_id.is_empty() { Value::Null } else { Value::String(r.safety_backup_id.clone()) },
+            "database-path": r.database_path,
+            "media-paths": r.media_paths,
+        }));
+        return;
+    }
+    println!("backup {} restored", r.id);
+    if !r.database_path.is_empty() {
+        println!("database: {}", r.database_path);
+    }
+    for path in &r.media_paths {
+        println!("media:    {path}");
+    }
+    if !r.safety_backup_id.is_empty() {
+        println!(
+            "the previous state is kept as pinned backup {}",
+            r.safety_backup_id
+        );
+    }
+}
+
+pub fn downloaded(d: &crate::transfer::Downloaded, file: &std::path::Path, json: bool) {
+    if json {
+        print_json(
+            &json!({ "id": d.id, "file": file.display().to_string(), "size": d.size, "sha256": d.sha256 }),
+        );
+    } else {
+        println!(
+            "backup {} downloaded to {} ({}, sha256 {} checked)",
+            d.id,
+            file.display(),
+            bytes(d.size),
+            d.sha256
+        );
+    }
+}

@@ -24,7 +24,9 @@ use crate::archive::{self, ArchiveError, ArchiveWriter, Expected, HashOnly};
 use crate::catalog::{BackupPaths, BackupRecord, Catalog, CatalogError, JobStats, RunRecord};
 use crate::config::{Config, JobConfig};
 use crate::fsutil::{self, Cleanup};
+use crate::hooks::{self, HookEvent};
 use crate::manifest::{FORMAT_VERSION, Manifest, Sidecar, Totals};
+use crate::restore;
 use crate::retention::{self, Candidate, Decision};
 use crate::snapshot::{self, SnapshotError};
 
@@ -42,6 +44,8 @@ pub enum Error {
     NoBackupsAtAll,
     #[error(transparent)]
     InvalidId(#[from] ids::IdError),
+    #[error("backup {0} already exists")]
+    AlreadyExists(String),
     #[error("a backup of job '{0}' is already running")]
     Busy(String),
     #[error("backup {0} is protected (pinned); unpin it first")]
@@ -65,6 +69,18 @@ pub enum Error {
     },
     #[error(transparent)]
     Catalog(#[from] CatalogError),
+    #[error("{0}")]
+    InvalidArgument(String),
+    #[error("{0}; the operation was not started")]
+    Hook(String),
+    #[error("database {} is in use by another program; stop it first (e.g. with a before-restore hook) or use --force", .0.display())]
+    InUse(PathBuf),
+    #[error("the restore failed while swapping in the restored data ({source}); {}", if *rolled_back { "the previous state was put back" } else { "ROLLBACK FAILED: see the log for the paths to fix by hand" })]
+    Swap {
+        #[source]
+        source: std::io::Error,
+        rolled_back: bool,
+    },
     #[error("the operation was cancelled because cofferd is shutting down")]
     Cancelled,
     #[error("internal error: {0}")]
@@ -72,7 +88,7 @@ pub enum Error {
 }
 
 impl Error {
-    fn io(what: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> Error {
+    pub(crate) fn io(what: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> Error {
         let path = path.to_owned();
         move |source| Error::Io { what, path, source }
     }
@@ -259,7 +275,9 @@ impl Engine {
             .ok_or_else(|| Error::UnknownJob(job_name.to_owned()))?;
         let started = Utc::now();
         let run = self.catalog.start_run(&job.name, "backup", started.timestamp())?;
-        let result = self.take_backup(&config, job, note, cancel, progress);
+        let result = hooks::run(job, HookEvent::BeforeBackup, "", "")
+            .map_err(|e| Error::Hook(e.to_string()))
+            .and_then(|()| self.take_backup(&config, job, note, cancel, progress));
         let (status, error, id, size) = match &result {
             Ok(record) => ("succeeded", String::new(), record.id.as_str(), record.size),
             Err(Error::Cancelled) => ("cancelled", Error::Cancelled.to_string(), "", 0),
@@ -274,13 +292,17 @@ impl Engine {
         match &result {
             Ok(r) => {
                 tracing::info!(job = job.name, id = r.id, size = r.size, "backup succeeded");
+                hooks::run_logged(job, HookEvent::AfterBackup, &r.id, "");
                 // Retention runs after every successful backup; its failure does not
                 // make the backup fail.
                 if let Err(e) = self.prune(Some(&job.name), false) {
                     tracing::error!(job = job.name, "retention failed: {e}");
                 }
             }
-            Err(e) => tracing::warn!(job = job.name, "backup failed: {e}"),
+            Err(e) => {
+                tracing::warn!(job = job.name, "backup failed: {e}");
+                hooks::run_logged(job, HookEvent::OnFailure, "", &e.to_string());
+            }
         }
         result
     }
@@ -297,7 +319,7 @@ impl Engine {
         Err(Error::Internal(format!("no free backup id for job '{job}'")))
     }
 
-    fn take_backup(
+    pub(crate) fn take_backup(
         &self,
         config: &Config,
         job: &JobConfig,
@@ -573,55 +595,59 @@ impl Engine {
         cancel: &CancellationToken,
         progress: Progress<'_>,
     ) -> Result<Verified, Error> {
-        let paths = BackupPaths::new(&self.config().daemon.backup_dir, &record.job, &record.id);
+        let backup_dir = self.config().daemon.backup_dir.clone();
         let result = (|| {
-            let sidecar = crate::catalog::read_sidecar(&paths.sidecar).map_err(|message| Error::Archive {
-                context: format!("backup {} cannot be verified", record.id),
-                source: ArchiveError::Invalid(format!(
-                    "its sidecar {} is unreadable: {message}",
-                    paths.sidecar.display()
-                )),
-            })?;
-            if sidecar.sha256 != record.sha256 || sidecar.size != record.size {
-                return Err(Error::Archive {
-                    context: format!("backup {} failed verification", record.id),
-                    source: ArchiveError::Invalid("its sidecar does not match the catalog".into()),
-                });
-            }
-            let total = sidecar.manifest.totals.bytes;
-            let expected = Expected {
-                manifest: &sidecar.manifest,
-                size: sidecar.size,
-                sha256: &sidecar.sha256,
-            };
-            let mut report = |done| {
-                progress(Event {
-                    phase: "verify",
-                    done,
-                    total,
-                    message: String::new(),
-                })
-            };
-            let (manifest, _, _) = archive::read_archive(
-                &paths.archive,
-                Some(expected),
-                &mut HashOnly,
-                &mut report,
-                &|| cancel.is_cancelled(),
-            )
-            .map_err(|source| match source {
-                ArchiveError::Cancelled => Error::Cancelled,
-                source => Error::Archive {
-                    context: format!("backup {} failed verification", record.id),
-                    source,
-                },
-            })?;
-            if deep {
-                return Err(Error::Internal("deep verification is not available yet".into()));
+            let (paths, sidecar) = restore::load_sidecar(record, &backup_dir)?;
+            if !deep {
+                let total = sidecar.manifest.totals.bytes;
+                let expected = Expected {
+                    manifest: &sidecar.manifest,
+                    size: sidecar.size,
+                    sha256: &sidecar.sha256,
+                };
+                let mut report = |done| {
+                    progress(Event {
+                        phase: "verify",
+                        done,
+                        total,
+                        message: String::new(),
+                    })
+                };
+                archive::read_archive(
+                    &paths.archive,
+                    Some(expected),
+                    &mut HashOnly,
+                    &mut report,
+                    &|| cancel.is_cancelled(),
+                )
+                .map_err(|source| match source {
+                    ArchiveError::Cancelled => Error::Cancelled,
+                    source => Error::Archive {
+                        context: format!("backup {} failed verification", record.id),
+                        source,
+                    },
+                })?;
+            } else {
+                // Deep: the database is extracted to staging and checked by SQLite.
+                let mut cleanup = Cleanup::new();
+                let stage = self.staging_dir().join(format!("verify-{}", record.id));
+                fsutil::remove_any(&stage).map_err(Error::io("cannot clear", &stage))?;
+                cleanup.add(&stage);
+                let db = stage.join("db");
+                let layout = restore::Layout {
+                    db: Some(db.clone()),
+                    media: Vec::new(),
+                };
+                restore::extract(&record.id, &paths, &sidecar, &layout, cancel, "verify", progress)?;
+                progress(Event::new(
+                    "check",
+                    "integrity and foreign-key check of the database",
+                ));
+                snapshot::check(&db, true)?;
             }
             Ok(Verified {
                 id: record.id.clone(),
-                entries: manifest.entries.len() as u64,
+                entries: sidecar.manifest.entries.len() as u64,
                 deep,
             })
         })();
@@ -633,6 +659,93 @@ impl Engine {
         self.catalog
             .set_verified(&record.id, Utc::now().timestamp(), &verdict)?;
         result
+    }
+
+    /// Catalogs an uploaded archive (already written to `partial` inside the backup
+    /// dir) after verifying it as `verify --deep` does: every entry against its
+    /// manifest, then SQLite's integrity and foreign-key checks on the database. The
+    /// archive's job must be configured here.
+    pub fn catalog_upload(
+        &self,
+        partial: &Path,
+        cancel: &CancellationToken,
+        progress: Progress<'_>,
+    ) -> Result<BackupRecord, Error> {
+        let config = self.config();
+        let mut cleanup = Cleanup::new();
+        cleanup.add(partial);
+        let stage = self.staging_dir().join(format!(
+            "upload-{}",
+            partial
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default()
+        ));
+        cleanup.add(&stage);
+        let db = stage.join("db");
+        // The database is the only entry written; everything else is hashed only.
+        let layout = restore::Layout {
+            db: Some(db.clone()),
+            media: Vec::new(),
+        };
+        let mut extractor = restore::Extractor::new(&layout);
+        let mut report = |done| {
+            progress(Event {
+                phase: "verify",
+                done,
+                total: 0,
+                message: String::new(),
+            })
+        };
+        let rejected = |source| match source {
+            ArchiveError::Cancelled => Error::Cancelled,
+            source => Error::Archive {
+                context: "the uploaded archive was rejected".into(),
+                source,
+            },
+        };
+        std::fs::create_dir_all(&stage).map_err(Error::io("cannot create the staging directory", &stage))?;
+        let (manifest, size, sha256) =
+            archive::read_archive(partial, None, &mut extractor, &mut report, &|| {
+                cancel.is_cancelled()
+            })
+            .map_err(rejected)?;
+        extractor.finish().map_err(rejected)?;
+        progress(Event::new(
+            "check",
+            "integrity and foreign-key check of the database",
+        ));
+        snapshot::check(&db, true)?;
+        if config.job(&manifest.job).is_none() {
+            return Err(Error::InvalidArgument(format!(
+                "the uploaded archive belongs to job '{}', which is not configured here",
+                manifest.job
+            )));
+        }
+        if self.catalog.id_exists(&manifest.id)? {
+            return Err(Error::AlreadyExists(manifest.id));
+        }
+        let paths = BackupPaths::new(&config.daemon.backup_dir, &manifest.job, &manifest.id);
+        std::fs::create_dir_all(&paths.dir)
+            .map_err(Error::io("cannot create the backup directory", &paths.dir))?;
+        let sidecar = Sidecar {
+            manifest,
+            size,
+            sha256,
+            note: "uploaded".into(),
+            protected: false,
+            duration_ms: 0,
+        };
+        write_sidecar(&paths.sidecar, &sidecar)?;
+        cleanup.add(&paths.sidecar);
+        fsutil::commit_partial(partial, &paths.archive)
+            .map_err(Error::io("cannot move the upload into place", &paths.archive))?;
+        self.catalog.insert_backup(&sidecar)?;
+        self.catalog
+            .set_verified(&sidecar.manifest.id, Utc::now().timestamp(), "ok")?;
+        cleanup.keep(&paths.sidecar);
+        tracing::info!(id = sidecar.manifest.id, size, "uploaded backup catalogued");
+        self.get(&sidecar.manifest.id)
     }
 
     /// Per-job counts.

@@ -58,6 +58,11 @@ pub fn sweep_leftovers(backup_dir: &Path, staging: &Path) -> io::Result<Vec<Path
     if let Ok(jobs) = std::fs::read_dir(backup_dir) {
         for job in jobs.flatten() {
             if !job.file_type().is_ok_and(|t| t.is_dir()) {
+                // Uploads are received at the top level of the backup dir.
+                if job.file_name().to_string_lossy().ends_with(PARTIAL_SUFFIX) {
+                    std::fs::remove_file(job.path())?;
+                    removed.push(job.path());
+                }
                 continue;
             }
             for file in std::fs::read_dir(job.path())?.flatten() {

@@ -9,6 +9,9 @@
 //! - [`archive`]: the `.tar.zst` writer and the verifying reader.
 //! - [`fsutil`]: crash-safe writes (partial, fsync, rename, fsync dir), sweeping,
 //!   free space.
+//! - [`hooks`]: `[job.hooks]` commands with timeout and `COFFER_*` environment.
+//! - [`restore`]: safe extraction, restore to a directory or in place with
+//!   safety backup and rollback.
 //! - [`retention`]: the pure retention policy (restic `forget` semantics).
 //! - [`schedule`]: cron schedules in a time zone, computed fire times.
 //! - [`scheduler`]: one task per scheduled job: no overlap, catch-up.
@@ -21,7 +24,9 @@ pub mod catalog;
 pub mod config;
 pub mod engine;
 pub mod fsutil;
+pub mod hooks;
 pub mod manifest;
+pub mod restore;
 pub mod retention;
 pub mod schedule;
 pub mod scheduler;

@@ -18,9 +18,18 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tonic::{Request, Response, Status};
 
-use crate::catalog::{BackupRecord, RunRecord};
+use std::path::PathBuf;
+
+use crate::catalog::{BackupPaths, BackupRecord, RunRecord};
 use crate::engine::{Engine, Error, Event};
+use crate::restore::Only;
 use crate::snapshot::SnapshotError;
+
+/// Bytes per download message.
+const DOWNLOAD_CHUNK: usize = 1 << 20;
+
+/// Numbers concurrent uploads' file names.
+static UPLOADS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
 /// Maps an engine error to its gRPC status, with the error's sentence as message.
 pub fn status_of(error: Error) -> Status {
@@ -29,8 +38,10 @@ pub fn status_of(error: Error) -> Status {
         Error::UnknownJob(_) | Error::NoSuchBackup(_) | Error::NoBackups(_) | Error::NoBackupsAtAll => {
             Code::NotFound
         }
-        Error::InvalidId(_) => Code::InvalidArgument,
-        Error::Busy(_) | Error::Protected(_) => Code::FailedPrecondition,
+        Error::InvalidId(_) | Error::InvalidArgument(_) => Code::InvalidArgument,
+        Error::AlreadyExists(_) => Code::AlreadyExists,
+        Error::Busy(_) | Error::Protected(_) | Error::InUse(_) | Error::Hook(_) => Code::FailedPrecondition,
+        Error::Swap { .. } => Code::Aborted,
         Error::Snapshot(
             SnapshotError::Missing { .. }
             | SnapshotError::NotSqlite { .. }
@@ -399,31 +410,135 @@ impl Coffer for CofferService {
 
     async fn restore_backup(
         &self,
-        _req: Request<proto::RestoreBackupRequest>,
+        req: Request<proto::RestoreBackupRequest>,
     ) -> Result<Response<EventStream>, Status> {
-        Err(Status::unimplemented(
-            "restore is not available in this version of cofferd",
-        ))
+        let req = req.into_inner();
+        let only = Only::parse(&req.only)?;
+        let to = (!req.to.is_empty()).then(|| PathBuf::from(&req.to));
+        let (tx, rx) = mpsc::channel(64);
+        let engine = self.engine.clone();
+        let cancel = self.shutdown.child_token();
+        self.tasks.spawn(async move {
+            let mut progress = progress_sender(tx.clone());
+            let result = tokio::task::spawn_blocking(move || {
+                engine.restore(&req.id, to.as_deref(), only, req.force, &cancel, &mut *progress)
+            })
+            .await
+            .map_err(|e| Status::internal(e.to_string()))
+            .and_then(|r| r.map_err(Status::from));
+            let message = result.map(|r| proto::BackupEvent {
+                event: Some(proto::backup_event::Event::Restore(proto::RestoreResult {
+                    id: r.id,
+                    safety_backup_id: r.safety_backup_id.unwrap_or_default(),
+                    database_path: r
+                        .database_path
+                        .map(|p| p.display().to_string())
+                        .unwrap_or_default(),
+                    media_paths: r.media_paths.iter().map(|p| p.display().to_string()).collect(),
+                })),
+            });
+            let _ = tx.send(message).await;
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
 
     type DownloadBackupStream = ChunkStream;
 
     async fn download_backup(
         &self,
-        _req: Request<proto::DownloadBackupRequest>,
+        req: Request<proto::DownloadBackupRequest>,
     ) -> Result<Response<ChunkStream>, Status> {
-        Err(Status::unimplemented(
-            "download is not available in this version of cofferd",
-        ))
+        let id = req.into_inner().id;
+        let engine = self.engine.clone();
+        let (record, path) = blocking(move || {
+            let record = engine.resolve(&id)?;
+            let path = BackupPaths::new(&engine.config().daemon.backup_dir, &record.job, &record.id).archive;
+            Ok((record, path))
+        })
+        .await?;
+        // tokio's file reads run on its blocking pool, not on the reactor.
+        let mut file = tokio::fs::File::open(&path)
+            .await
+            .map_err(|e| Status::internal(format!("cannot open {}: {e}", path.display())))?;
+        let (tx, rx) = mpsc::channel(4);
+        self.tasks.spawn(async move {
+            use tokio::io::AsyncReadExt;
+            let mut first = true;
+            loop {
+                let mut data = vec![0u8; DOWNLOAD_CHUNK];
+                let n = match file.read(&mut data).await {
+                    Ok(n) => n,
+                    Err(e) => {
+                        let _ = tx
+                            .send(Err(Status::internal(format!("cannot read the archive: {e}"))))
+                            .await;
+                        return;
+                    }
+                };
+                if n == 0 && !first {
+                    return;
+                }
+                data.truncate(n);
+                let mut chunk = proto::DownloadChunk {
+                    data,
+                    ..Default::default()
+                };
+                if first {
+                    chunk.size = record.size;
+                    chunk.sha256 = record.sha256.clone();
+                    chunk.id = record.id.clone();
+                    first = false;
+                }
+                if tx.send(Ok(chunk)).await.is_err() || n == 0 {
+                    return;
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
 
     async fn upload_backup(
         &self,
-        _req: Request<tonic::Streaming<proto::UploadChunk>>,
+        req: Request<tonic::Streaming<proto::UploadChunk>>,
     ) -> Result<Response<proto::Backup>, Status> {
-        Err(Status::unimplemented(
-            "upload is not available in this version of cofferd",
-        ))
+        use tokio::io::AsyncWriteExt;
+        let mut stream = req.into_inner();
+        let config = self.engine.config();
+        let limit = config.daemon.max_upload_size;
+        // Received inside the backup dir so cataloguing is a rename on one filesystem.
+        let partial = config.daemon.backup_dir.join(format!(
+            ".upload-{}-{}{}",
+            std::process::id(),
+            UPLOADS.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+            crate::fsutil::PARTIAL_SUFFIX
+        ));
+        let mut cleanup = crate::fsutil::Cleanup::new();
+        cleanup.add(&partial);
+        let io_err = |e: std::io::Error| Status::internal(format!("cannot store the upload: {e}"));
+        let mut file = tokio::fs::File::create_new(&partial).await.map_err(io_err)?;
+        let mut received = 0u64;
+        while let Some(chunk) = stream.message().await? {
+            received += chunk.data.len() as u64;
+            if received > limit {
+                return Err(Status::resource_exhausted(format!(
+                    "the upload is larger than max-upload-size ({})",
+                    coffer_common::format::bytes(limit)
+                )));
+            }
+            file.write_all(&chunk.data).await.map_err(io_err)?;
+        }
+        file.sync_all().await.map_err(io_err)?;
+        drop(file);
+        let engine = self.engine.clone();
+        let cancel = self.shutdown.child_token();
+        let path = partial.clone();
+        let backup = blocking(move || {
+            let record = engine.catalog_upload(&path, &cancel, &mut |_| {})?;
+            Ok(backup_message(&record, &engine.config().daemon.backup_dir))
+        })
+        .await?;
+        cleanup.keep(&partial);
+        Ok(Response::new(backup))
     }
 
     async fn get_metrics(

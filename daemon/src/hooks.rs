@@ -1,0 +1,133 @@
+//! Running `[job.hooks]` commands.
+//!
+//! A hook is an argv array run without a shell, with the job's hook `timeout`, stdin
+//! closed, and `COFFER_JOB`, `COFFER_EVENT`, `COFFER_BACKUP_ID` and `COFFER_ERROR` in
+//! its environment. Its output goes to the log. A `before-*` hook that fails (non-zero
+//! exit, timeout, cannot start) aborts its operation; the others only log.
+//!
+//! Blocking: callers run hooks from their blocking run thread.
+
+use std::io::Read;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::config::JobConfig;
+
+/// Which hook runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HookEvent {
+    BeforeBackup,
+    AfterBackup,
+    OnFailure,
+    BeforeRestore,
+    AfterRestore,
+}
+
+impl HookEvent {
+    /// The config key and `COFFER_EVENT` value.
+    pub fn name(self) -> &'static str {
+        match self {
+            HookEvent::BeforeBackup => "before-backup",
+            HookEvent::AfterBackup => "after-backup",
+            HookEvent::OnFailure => "on-failure",
+            HookEvent::BeforeRestore => "before-restore",
+            HookEvent::AfterRestore => "after-restore",
+        }
+    }
+
+    fn argv(self, job: &JobConfig) -> &[String] {
+        let h = &job.hooks;
+        match self {
+            HookEvent::BeforeBackup => &h.before_backup,
+            HookEvent::AfterBackup => &h.after_backup,
+            HookEvent::OnFailure => &h.on_failure,
+            HookEvent::BeforeRestore => &h.before_restore,
+            HookEvent::AfterRestore => &h.after_restore,
+        }
+    }
+}
+
+/// Why a hook failed.
+#[derive(Debug, thiserror::Error)]
+#[error("the {event} hook of job '{job}' ({program}) {why}")]
+pub struct HookError {
+    pub event: &'static str,
+    pub job: String,
+    pub program: String,
+    pub why: String,
+}
+
+/// Runs the job's hook for `event`, if it has one.
+pub fn run(job: &JobConfig, event: HookEvent, backup_id: &str, error: &str) -> Result<(), HookError> {
+    let argv = event.argv(job);
+    let Some((program, args)) = argv.split_first() else {
+        return Ok(());
+    };
+    let fail = |why: String| HookError {
+        event: event.name(),
+        job: job.name.clone(),
+        program: program.clone(),
+        why,
+    };
+    let mut child = Command::new(program)
+        .args(args)
+        .env("COFFER_JOB", &job.name)
+        .env("COFFER_EVENT", event.name())
+        .env("COFFER_BACKUP_ID", backup_id)
+        .env("COFFER_ERROR", error)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| fail(format!("could not start: {e}")))?;
+    // Drain output on threads so a chatty hook cannot block on a full pipe.
+    let drain = |pipe: Option<Box<dyn Read + Send>>| {
+        std::thread::spawn(move || {
+            let mut text = String::new();
+            if let Some(mut pipe) = pipe {
+                let _ = pipe.read_to_string(&mut text);
+            }
+            text
+        })
+    };
+    let out = drain(child.stdout.take().map(|p| Box::new(p) as Box<dyn Read + Send>));
+    let err = drain(child.stderr.take().map(|p| Box::new(p) as Box<dyn Read + Send>));
+    let deadline = Instant::now() + job.hooks.timeout;
+    let status = loop {
+        match child.try_wait() {
+            Ok(Some(status)) => break Ok(status),
+            Ok(None) if Instant::now() >= deadline => {
+                let _ = child.kill();
+                let _ = child.wait();
+                break Err(fail(format!(
+                    "timed out after {}",
+                    humantime::format_duration(job.hooks.timeout)
+                )));
+            }
+            Ok(None) => std::thread::sleep(Duration::from_millis(20)),
+            Err(e) => break Err(fail(format!("could not be waited for: {e}"))),
+        }
+    };
+    for (stream, handle) in [("stdout", out), ("stderr", err)] {
+        let text = handle.join().unwrap_or_default();
+        for line in text.lines().filter(|l| !l.trim().is_empty()) {
+            tracing::info!(job = job.name, hook = event.name(), stream, "{line}");
+        }
+    }
+    let status = status?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(fail(match status.code() {
+            Some(code) => format!("exited with status {code}"),
+            None => "was killed by a signal".to_owned(),
+        }))
+    }
+}
+
+/// Runs a hook whose failure must not fail the operation; logs it instead.
+pub fn run_logged(job: &JobConfig, event: HookEvent, backup_id: &str, error: &str) {
+    if let Err(e) = run(job, event, backup_id, error) {
+        tracing::warn!(job = job.name, "{e}");
+    }
+}
