@@ -5,10 +5,12 @@
 //! code: 0 ok, 1 operation failed, 2 usage or config error, 3 daemon unreachable.
 //! Errors are one sentence on stderr.
 //!
+//! - [`health`]: the Nagios-style `health` check.
 //! - [`output`]: tables and JSON documents.
 //! - [`progress`]: progress bars on a TTY, plain lines otherwise.
 //! - [`transfer`]: download and upload of archives, confirmation prompts.
 
+mod health;
 mod output;
 mod progress;
 mod transfer;
@@ -97,6 +99,16 @@ enum Command {
     },
     /// Upload an archive; the daemon verifies it fully before cataloguing it.
     Upload { file: PathBuf },
+    /// Nagios-style health check (exit 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN).
+    Health { job: Option<String> },
+    /// Prometheus metrics (text exposition).
+    Metrics,
+    /// The audit log, newest first.
+    Audit {
+        /// How many entries.
+        #[arg(long, default_value_t = 50)]
+        limit: u32,
+    },
     /// Verify a backup's archive against its manifest.
     Verify {
         id: String,
@@ -171,7 +183,9 @@ fn main() -> ExitCode {
     match runtime.block_on(run(cli)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(f) => {
-            eprintln!("cofferctl: {}", f.message);
+            if !f.message.is_empty() {
+                eprintln!("cofferctl: {}", f.message);
+            }
             ExitCode::from(f.code)
         }
     }
@@ -183,6 +197,17 @@ async fn run(cli: Cli) -> Result<()> {
         return Err(Failure::usage(format!(
             "deleting {id} cannot be undone; add --yes to confirm"
         )));
+    }
+    if let Command::Health { job } = cli.command {
+        let code = health::check(&cli.socket, job, json).await;
+        return if code == 0 {
+            Ok(())
+        } else {
+            Err(Failure {
+                code,
+                message: String::new(),
+            })
+        };
     }
     let mut c = client::connect(&cli.socket).await?;
     match cli.command {
@@ -289,6 +314,18 @@ async fn run(cli: Cli) -> Result<()> {
         Command::Upload { file } => {
             let backup = transfer::upload(&mut c, &file).await?;
             output::created(&backup, json);
+        }
+        Command::Health { .. } => {} // answered above, before connecting
+        Command::Metrics => {
+            let metrics = c.get_metrics(proto::GetMetricsRequest {}).await?.into_inner();
+            print!("{}", metrics.text);
+        }
+        Command::Audit { limit } => {
+            let audit = c
+                .list_audit(proto::ListAuditRequest { limit })
+                .await?
+                .into_inner();
+            output::audit(&audit.entries, json);
         }
         Command::Verify { id, deep } => {
             let stream = c

@@ -476,3 +476,50 @@ pub fn downloaded(d: &crate::transfer::Downloaded, file: &std::path::Path, json:
         );
     }
 }
+
+pub fn audit(entries: &[proto::AuditEntry], json: bool) {
+    if json {
+        let list: Vec<Value> = entries
+            .iter()
+            .map(|e| {
+                json!({
+                    "id": e.id,
+                    "at": time_json(e.at),
+                    "actor": e.actor,
+                    "action": e.action,
+                    "target": e.target,
+                    "result": e.result,
+                    "error": if e.error.is_empty() { Value::Null } else { Value::String(e.error.clone()) },
+                })
+            })
+            .collect();
+        print_json(&list);
+        return;
+    }
+    if entries.is_empty() {
+        println!("no audit entries");
+        return;
+    }
+    let mut rows = vec![vec![
+        "TIME".into(),
+        "ACTOR".into(),
+        "ACTION".into(),
+        "TARGET".into(),
+        "RESULT".into(),
+    ]];
+    for e in entries {
+        let result = if e.error.is_empty() {
+            e.result.clone()
+        } else {
+            format!("{}: {}", e.result, e.error)
+        };
+        rows.push(vec![
+            timestamp(e.at),
+            e.actor.clone(),
+            e.action.clone(),
+            e.target.clone(),
+            result,
+        ]);
+    }
+    table(&rows);
+}

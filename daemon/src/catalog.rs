@@ -348,6 +348,48 @@ impl Catalog {
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
+    /// The newest finished (succeeded or failed) backup run of `job`: what its health
+    /// is judged by. Skipped and cancelled runs say nothing about the backups.
+    pub fn last_finished_backup_run(&self, job: &str) -> Result<Option<RunRecord>, CatalogError> {
+        Ok(self
+            .conn()
+            .query_row(
+                "SELECT id, job, kind, status, started_at, finished_at, error, backup_id, bytes
+                 FROM runs WHERE job = ?1 AND kind = 'backup' AND status IN ('succeeded', 'failed')
+                 ORDER BY id DESC LIMIT 1",
+                [job],
+                run_row,
+            )
+            .optional()?)
+    }
+
+    /// The newest successful backup run of `job`.
+    pub fn last_successful_backup_run(&self, job: &str) -> Result<Option<RunRecord>, CatalogError> {
+        Ok(self
+            .conn()
+            .query_row(
+                "SELECT id, job, kind, status, started_at, finished_at, error, backup_id, bytes
+                 FROM runs WHERE job = ?1 AND kind = 'backup' AND status = 'succeeded'
+                 ORDER BY id DESC LIMIT 1",
+                [job],
+                run_row,
+            )
+            .optional()?)
+    }
+
+    /// Number of runs per (job, kind, status), for metrics.
+    pub fn run_counts(&self) -> Result<Vec<(String, String, String, u64)>, CatalogError> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare_cached(
+            "SELECT job, kind, status, count(*) FROM runs WHERE status != 'running'
+             GROUP BY job, kind, status ORDER BY job, kind, status",
+        )?;
+        let rows = stmt.query_map([], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get::<_, i64>(3)? as u64))
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
     /// Marks runs left `running` by a daemon that died as failed.
     pub fn fail_interrupted_runs(&self, at: i64) -> Result<usize, CatalogError> {
         Ok(self.conn().execute(

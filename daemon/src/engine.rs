@@ -10,7 +10,7 @@
 //! staging files and partial archive are removed ([`Cleanup`]), earlier backups are
 //! untouched, and the run is recorded with its error.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Instant;
@@ -164,8 +164,20 @@ impl Drop for Claim {
     }
 }
 
+/// Counters that live only as long as the process (Prometheus handles resets).
+#[derive(Debug, Default)]
+pub struct Counters {
+    /// Backups removed by retention, per job.
+    pub retention_removed: HashMap<String, u64>,
+    /// Failed verifications, per job.
+    pub verify_failures: HashMap<String, u64>,
+}
+
 /// The daemon's state and operations.
 pub struct Engine {
+    counters: Mutex<Counters>,
+    /// Woken after every run, so health is re-evaluated at once.
+    pub changed: tokio::sync::Notify,
     config: RwLock<Arc<Config>>,
     catalog: Catalog,
     running: Mutex<HashSet<String>>,
@@ -183,6 +195,8 @@ impl Engine {
             .unwrap_or_else(|| "unknown".to_owned());
         let workers = std::thread::available_parallelism().map_or(1, |n| n.get() as u32);
         Engine {
+            counters: Mutex::new(Counters::default()),
+            changed: tokio::sync::Notify::new(),
             slots: tokio::sync::Semaphore::new(config.daemon.max_concurrent_runs),
             config: RwLock::new(Arc::new(config)),
             catalog,
@@ -195,6 +209,11 @@ impl Engine {
     /// The configuration in force.
     pub fn config(&self) -> Arc<Config> {
         self.config.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Puts a new (validated) config in force; runs already going keep theirs.
+    pub fn set_config(&self, config: Config) {
+        *self.config.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(config);
     }
 
     pub fn catalog(&self) -> &Catalog {
@@ -213,6 +232,36 @@ impl Engine {
     /// The staging directory (same filesystem as the state dir).
     pub fn staging_dir(&self) -> PathBuf {
         self.config().daemon.state_dir.join("staging")
+    }
+
+    /// Reads the process-lifetime counters.
+    pub fn counters<T>(&self, f: impl FnOnce(&Counters) -> T) -> T {
+        f(&self.counters.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    fn count(&self, f: impl FnOnce(&mut Counters)) {
+        f(&mut self.counters.lock().unwrap_or_else(|p| p.into_inner()));
+    }
+
+    /// Records an action in the audit log (and the daemon's log).
+    pub fn audit(&self, actor: &str, action: &str, target: &str, error: Option<&str>) {
+        let result = if error.is_some() { "failed" } else { "ok" };
+        match error {
+            None => tracing::info!(actor, action, target, "audit: {action} {target} ok"),
+            Some(e) => tracing::warn!(actor, action, target, "audit: {action} {target} failed: {e}"),
+        }
+        let entry = crate::catalog::AuditRecord {
+            id: 0,
+            at: Utc::now().timestamp(),
+            actor: actor.to_owned(),
+            action: action.to_owned(),
+            target: target.to_owned(),
+            result: result.to_owned(),
+            error: error.unwrap_or_default().to_owned(),
+        };
+        if let Err(e) = self.catalog.audit(&entry) {
+            tracing::error!("cannot write the audit log: {e}");
+        }
     }
 
     /// Marks `job` as running, or refuses if it already is.
@@ -275,6 +324,19 @@ impl Engine {
             .ok_or_else(|| Error::UnknownJob(job_name.to_owned()))?;
         let started = Utc::now();
         let run = self.catalog.start_run(&job.name, "backup", started.timestamp())?;
+        // Mirror progress into systemd's STATUS line, once per percent.
+        let mut shown = None;
+        let progress = &mut |event: Event| {
+            let pct = (event.total > 0).then(|| event.done * 100 / event.total);
+            if event.phase != "archive" || pct != shown {
+                shown = pct;
+                crate::notify::status(&match pct {
+                    Some(p) if event.phase == "archive" => format!("backing up {}: {p}%", job.name),
+                    _ => format!("backing up {}: {}", job.name, event.phase),
+                });
+            }
+            progress(event);
+        };
         let result = hooks::run(job, HookEvent::BeforeBackup, "", "")
             .map_err(|e| Error::Hook(e.to_string()))
             .and_then(|()| self.take_backup(&config, job, note, cancel, progress));
@@ -295,7 +357,7 @@ impl Engine {
                 hooks::run_logged(job, HookEvent::AfterBackup, &r.id, "");
                 // Retention runs after every successful backup; its failure does not
                 // make the backup fail.
-                if let Err(e) = self.prune(Some(&job.name), false) {
+                if let Err(e) = self.prune("retention", Some(&job.name), false) {
                     tracing::error!(job = job.name, "retention failed: {e}");
                 }
             }
@@ -528,9 +590,9 @@ impl Engine {
     }
 
     /// Applies the retention policy of one job or of every configured job. With
-    /// `dry_run` nothing is removed. Backups of jobs no longer configured are left
+    /// `dry_run` nothing is removed; each removal is audited as done by `actor`. Backups of jobs no longer configured are left
     /// alone (there is no policy for them).
-    pub fn prune(&self, job: Option<&str>, dry_run: bool) -> Result<Vec<Pruned>, Error> {
+    pub fn prune(&self, actor: &str, job: Option<&str>, dry_run: bool) -> Result<Vec<Pruned>, Error> {
         let config = self.config();
         let jobs: Vec<&JobConfig> = match job {
             Some(name) => vec![
@@ -556,8 +618,12 @@ impl Engine {
                 if !decision.keep && !dry_run {
                     let record = records.iter().find(|r| r.id == decision.id);
                     if let Some(record) = record.filter(|r| !r.protected) {
-                        self.remove(record)?;
+                        let outcome = self.remove(record);
+                        let error = outcome.as_ref().err().map(ToString::to_string);
+                        self.audit(actor, "retention-remove", &record.id, error.as_deref());
+                        outcome?;
                         removed = true;
+                        self.count(|c| *c.retention_removed.entry(job.name.clone()).or_default() += 1);
                     }
                 }
                 out.push(Pruned {
@@ -654,7 +720,10 @@ impl Engine {
         let verdict = match &result {
             Ok(_) => "ok".to_owned(),
             Err(Error::Cancelled) => return result,
-            Err(e) => e.to_string(),
+            Err(e) => {
+                self.count(|c| *c.verify_failures.entry(record.job.clone()).or_default() += 1);
+                e.to_string()
+            }
         };
         self.catalog
             .set_verified(&record.id, Utc::now().timestamp(), &verdict)?;

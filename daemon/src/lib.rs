@@ -16,16 +16,24 @@
 //! - [`schedule`]: cron schedules in a time zone, computed fire times.
 //! - [`scheduler`]: one task per scheduled job: no overlap, catch-up.
 //! - [`engine`]: one backup / verify / delete run, with progress events.
+//! - [`auth`]: roles from the caller's socket credentials (SO_PEERCRED).
+//! - [`health`]: keeps grpc.health.v1 per-job statuses current.
+//! - [`metrics`]: the Prometheus text exposition.
+//! - [`notify`]: sd_notify READY/STATUS/WATCHDOG/STOPPING (no-op outside systemd).
 //! - [`service`]: the tonic service; maps engine errors to gRPC statuses.
 //! - [`server`]: single-instance lock, socket setup, serving and shutdown.
 
 pub mod archive;
+pub mod auth;
 pub mod catalog;
 pub mod config;
 pub mod engine;
 pub mod fsutil;
+pub mod health;
 pub mod hooks;
 pub mod manifest;
+pub mod metrics;
+pub mod notify;
 pub mod restore;
 pub mod retention;
 pub mod schedule;

@@ -8,6 +8,9 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use coffer_daemon::config::{Config, DEFAULT_CONFIG, LogFormat};
+use tracing_subscriber::fmt::format::Writer;
+use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields};
+use tracing_subscriber::registry::LookupSpan;
 
 /// The Coffer backup daemon.
 #[derive(Parser)]
@@ -21,17 +24,50 @@ struct Args {
     check_config: bool,
 }
 
+/// Prefixes each line with its syslog priority (`<3>` error … `<7>` debug), which
+/// journald reads as the entry's priority when stderr is connected to it.
+struct Priority<F>(F);
+
+impl<S, N, F> FormatEvent<S, N> for Priority<F>
+where
+    S: tracing::Subscriber + for<'a> LookupSpan<'a>,
+    N: for<'a> FormatFields<'a> + 'static,
+    F: FormatEvent<S, N>,
+{
+    fn format_event(
+        &self,
+        ctx: &FmtContext<'_, S, N>,
+        mut writer: Writer<'_>,
+        event: &tracing::Event<'_>,
+    ) -> std::fmt::Result {
+        let priority = match *event.metadata().level() {
+            tracing::Level::ERROR => 3,
+            tracing::Level::WARN => 4,
+            tracing::Level::INFO => 6,
+            _ => 7,
+        };
+        write!(writer, "<{priority}>")?;
+        self.0.format_event(ctx, writer, event)
+    }
+}
+
 fn init_logging(format: LogFormat) {
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_from_env("COFFER_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
-    // Under systemd the journal adds its own timestamps.
+    // Under systemd the journal adds its own timestamps and reads the priority prefix.
     let journald = std::env::var_os("JOURNAL_STREAM").is_some();
     match (format, journald) {
         (LogFormat::Json, _) => builder.json().init(),
-        (LogFormat::Text, true) => builder.without_time().with_ansi(false).init(),
+        (LogFormat::Text, true) => {
+            let plain = tracing_subscriber::fmt::format()
+                .without_time()
+                .with_ansi(false)
+                .with_target(false);
+            builder.with_ansi(false).event_format(Priority(plain)).init()
+        }
         (LogFormat::Text, false) => builder.init(),
     }
 }

@@ -1,29 +1,38 @@
 //! Bringing the daemon up and down: directories, the single-instance lock, the
-//! socket, the catalog's reconciliation, serving, and graceful shutdown.
+//! socket, the catalog's reconciliation, serving, reloads and graceful shutdown.
 //!
 //! Start-up order: create the state, staging and backup directories; take an
 //! exclusive lock on `<socket>.lock` (a second cofferd fails here, before touching
 //! anything); sweep `.partial` files and staging leftovers; open and reconcile the
-//! catalog; replace a stale socket file only if it really is a socket; bind with
-//! `socket-mode` and `socket-group`; tell systemd READY=1. Shutdown (SIGTERM/SIGINT):
-//! health NOT_SERVING, stop accepting, cancel running work and wait for it up to
-//! `shutdown-grace`, remove the socket.
+//! catalog; take the listener from systemd (socket activation, `LISTEN_FDS`) or bind
+//! the socket — replacing a stale socket file only if it really is a socket — with
+//! `socket-mode` and `socket-group`; start the scheduler and the health task; tell
+//! systemd READY=1.
+//!
+//! SIGHUP reloads the config: a valid new config replaces jobs, schedules and access
+//! lists without dropping connections; an invalid one is logged and the old one stays.
+//! SIGTERM/SIGINT: STOPPING=1, health NOT_SERVING, stop accepting, cancel running work
+//! (it removes its partial files and records the run as cancelled) and wait for it up
+//! to `shutdown-grace`, remove the socket.
 
 use std::fs::File;
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 
 use anyhow::{Context, bail};
 use coffer_common::proto::coffer_server::CofferServer;
 use tokio::net::UnixListener;
+use tokio::signal::unix::{SignalKind, signal};
 use tokio_stream::wrappers::UnixListenerStream;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::auth::{Access, Peer, Role};
 use crate::catalog::Catalog;
 use crate::config::Config;
 use crate::engine::Engine;
+use crate::notify;
 use crate::service::CofferService;
 
 /// Creates `dir` (and parents) if missing.
@@ -53,8 +62,16 @@ fn lock_instance(socket: &Path) -> anyhow::Result<File> {
     }
 }
 
-/// Binds the socket, replacing a stale one only if it is a socket.
-fn bind_socket(config: &Config) -> anyhow::Result<UnixListener> {
+/// The listener: inherited from systemd (`true`), or bound here (`false`).
+fn listener(config: &Config) -> anyhow::Result<(UnixListener, bool)> {
+    let mut fds = listenfd::ListenFd::from_env();
+    if let Some(std_listener) = fds
+        .take_unix_listener(0)
+        .context("cannot use the socket passed by systemd")?
+    {
+        std_listener.set_nonblocking(true)?;
+        return Ok((UnixListener::from_std(std_listener)?, true));
+    }
     let path = &config.daemon.socket;
     match std::fs::symlink_metadata(path) {
         Ok(meta) if meta.file_type().is_socket() => std::fs::remove_file(path)
@@ -78,113 +95,207 @@ fn bind_socket(config: &Config) -> anyhow::Result<UnixListener> {
         nix::unistd::chown(path, None, Some(gid))
             .with_context(|| format!("cannot give {} to group '{group}'", path.display()))?;
     }
-    Ok(listener)
+    Ok((listener, false))
 }
 
-/// Resolves on SIGTERM or SIGINT.
-async fn shutdown_signal() -> anyhow::Result<()> {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut term = signal(SignalKind::terminate()).context("cannot watch SIGTERM")?;
-    let mut int = signal(SignalKind::interrupt()).context("cannot watch SIGINT")?;
-    tokio::select! {
-        _ = term.recv() => tracing::info!("SIGTERM received, shutting down"),
-        _ = int.recv() => tracing::info!("SIGINT received, shutting down"),
+/// Sweeps leftovers, opens and reconciles the catalog (blocking).
+fn open_catalog(config: &Config) -> anyhow::Result<Catalog> {
+    let daemon = &config.daemon;
+    let staging = daemon.state_dir.join("staging");
+    for path in crate::fsutil::sweep_leftovers(&daemon.backup_dir, &staging)
+        .context("cannot sweep leftovers of an earlier run")?
+    {
+        tracing::info!(path = %path.display(), "removed a leftover of an interrupted run");
     }
-    Ok(())
+    let catalog = Catalog::open(&daemon.state_dir.join("catalog.db"))?;
+    catalog.fail_interrupted_runs(chrono::Utc::now().timestamp())?;
+    let report = catalog.reconcile(&daemon.backup_dir)?;
+    for id in &report.added {
+        tracing::info!(id, "catalogued a backup found in the backup directory");
+    }
+    for id in &report.dropped {
+        tracing::warn!(id, "dropped a catalogued backup whose archive is gone");
+    }
+    for id in &report.finished_deletes {
+        tracing::info!(id, "finished an interrupted deletion");
+    }
+    for path in &report.unknown_archives {
+        tracing::warn!(path = %path.display(), "archive has no valid sidecar; left alone, not catalogued");
+    }
+    for job in &config.jobs {
+        if let Err(e) = crate::snapshot::probe(&job.database, std::time::Duration::from_millis(100)) {
+            tracing::warn!(job = job.name, "job cannot back up right now: {e}");
+        }
+    }
+    Ok(catalog)
+}
+
+/// What a reload may not change while running.
+fn restart_only_changes(old: &Config, new: &Config) -> Option<&'static str> {
+    let (o, n) = (&old.daemon, &new.daemon);
+    if o.socket != n.socket {
+        Some("socket")
+    } else if o.state_dir != n.state_dir {
+        Some("state-dir")
+    } else if o.backup_dir != n.backup_dir {
+        Some("backup-dir")
+    } else if o.max_concurrent_runs != n.max_concurrent_runs {
+        Some("max-concurrent-runs")
+    } else {
+        None
+    }
+}
+
+/// The parts that a reload swaps.
+struct Live {
+    engine: Arc<Engine>,
+    access: Arc<RwLock<Access>>,
+    tasks: TaskTracker,
+    shutdown: CancellationToken,
+    /// Cancelled and replaced on each reload.
+    scheduler: CancellationToken,
+}
+
+impl Live {
+    async fn reload(&mut self) {
+        notify::reloading();
+        let path = self.engine.config().path.clone();
+        let loaded = tokio::task::spawn_blocking(move || Config::load(&path)).await;
+        let outcome = match loaded {
+            Ok(Ok(new)) => match restart_only_changes(&self.engine.config(), &new) {
+                Some(key) => Err(format!(
+                    "changing {key} needs a restart; the old config stays in force"
+                )),
+                None => {
+                    *self.access.write().unwrap_or_else(|p| p.into_inner()) = Access::new(&new.daemon);
+                    self.engine.set_config(new);
+                    self.scheduler.cancel();
+                    self.scheduler = self.shutdown.child_token();
+                    crate::scheduler::start(&self.engine, &self.tasks, &self.scheduler);
+                    self.engine.changed.notify_one();
+                    Ok(())
+                }
+            },
+            Ok(Err(e)) => Err(format!(
+                "the new config is invalid ({}); the old one stays in force",
+                chain(&e)
+            )),
+            Err(e) => Err(e.to_string()),
+        };
+        match &outcome {
+            Ok(()) => tracing::info!(jobs = self.engine.config().jobs.len(), "config reloaded"),
+            Err(e) => tracing::error!("reload refused: {e}"),
+        }
+        let engine = self.engine.clone();
+        let _ = tokio::task::spawn_blocking(move || {
+            engine.audit("SIGHUP", "reload", "config", outcome.err().as_deref())
+        })
+        .await;
+        notify::ready("idle");
+    }
+}
+
+fn chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(s) = source {
+        text = format!("{text}: {s}");
+        source = s.source();
+    }
+    text
 }
 
 /// Runs the daemon until a shutdown signal.
 pub async fn run(config: Config) -> anyhow::Result<()> {
     let daemon = config.daemon.clone();
     ensure_dir(&daemon.state_dir, "state directory")?;
-    let staging = daemon.state_dir.join("staging");
-    ensure_dir(&staging, "staging directory")?;
+    ensure_dir(&daemon.state_dir.join("staging"), "staging directory")?;
     ensure_dir(&daemon.backup_dir, "backup directory")?;
     if let Some(parent) = daemon.socket.parent() {
         ensure_dir(parent, "socket directory")?;
     }
     let _lock = lock_instance(&daemon.socket)?;
-
-    let swept = {
-        let (backup_dir, staging) = (daemon.backup_dir.clone(), staging.clone());
-        tokio::task::spawn_blocking(move || crate::fsutil::sweep_leftovers(&backup_dir, &staging)).await?
-    }
-    .context("cannot sweep leftovers of an earlier run")?;
-    for path in swept {
-        tracing::info!(path = %path.display(), "removed a leftover of an interrupted run");
-    }
-
-    let catalog_path = daemon.state_dir.join("catalog.db");
     let catalog = {
-        let backup_dir = daemon.backup_dir.clone();
-        tokio::task::spawn_blocking(move || -> anyhow::Result<Catalog> {
-            let catalog = Catalog::open(&catalog_path)?;
-            catalog.fail_interrupted_runs(chrono::Utc::now().timestamp())?;
-            let report = catalog.reconcile(&backup_dir)?;
-            for id in &report.added {
-                tracing::info!(id, "catalogued a backup found in the backup directory");
-            }
-            for id in &report.dropped {
-                tracing::warn!(id, "dropped a catalogued backup whose archive is gone");
-            }
-            for id in &report.finished_deletes {
-                tracing::info!(id, "finished an interrupted deletion");
-            }
-            for path in &report.unknown_archives {
-                tracing::warn!(path = %path.display(), "archive has no valid sidecar; left alone, not catalogued");
-            }
-            Ok(catalog)
-        })
-        .await??
+        let config = config.clone();
+        tokio::task::spawn_blocking(move || open_catalog(&config)).await??
     };
 
-    for job in &config.jobs {
-        if let Err(e) = crate::snapshot::probe(&job.database, std::time::Duration::from_millis(100)) {
-            tracing::warn!(job = job.name, "job cannot back up right now: {e}");
-        }
-    }
-
     let engine = Arc::new(Engine::new(config.clone(), catalog));
-    let listener = bind_socket(&config)?;
+    let access = Arc::new(RwLock::new(Access::new(&daemon)));
+    let (listener, inherited) = listener(&config)?;
     let shutdown = CancellationToken::new();
     let tasks = TaskTracker::new();
-
-    crate::scheduler::start(&engine, &tasks, &shutdown);
+    let mut terminate = signal(SignalKind::terminate()).context("cannot watch SIGTERM")?;
+    let mut interrupt = signal(SignalKind::interrupt()).context("cannot watch SIGINT")?;
+    let mut hangup = signal(SignalKind::hangup()).context("cannot watch SIGHUP")?;
 
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
     health_reporter.set_serving::<CofferServer<CofferService>>().await;
     health_reporter
         .set_service_status("", tonic_health::ServingStatus::Serving)
         .await;
+    tasks.spawn(crate::health::run(
+        engine.clone(),
+        health_reporter.clone(),
+        shutdown.clone(),
+    ));
+    // Health is for readers too, never for strangers.
+    let health_access = access.clone();
+    let health_service = tonic::service::interceptor::InterceptedService::new(
+        health_service,
+        move |req: tonic::Request<()>| {
+            let peer = Peer::from_extensions(req.extensions())?;
+            let access = health_access.read().unwrap_or_else(|p| p.into_inner()).clone();
+            access.check(&peer, Role::Reader, "read health")?;
+            Ok(req)
+        },
+    );
+
+    let scheduler = shutdown.child_token();
+    crate::scheduler::start(&engine, &tasks, &scheduler);
+    notify::spawn_watchdog(&tasks, shutdown.clone());
 
     let service = CofferServer::new(CofferService::new(
         engine.clone(),
+        health_reporter.clone(),
+        access.clone(),
         tasks.clone(),
         shutdown.clone(),
     ))
     .max_decoding_message_size(16 << 20);
+    let mut live = Live {
+        engine: engine.clone(),
+        access,
+        tasks: tasks.clone(),
+        shutdown: shutdown.clone(),
+        scheduler,
+    };
 
     let stop = shutdown.clone();
     let reporter = health_reporter.clone();
-    let serve_signal = async move {
-        tokio::select! {
-            r = shutdown_signal() => if let Err(e) = r { tracing::error!("{e:#}") },
-            () = stop.cancelled() => {}
+    let signals = async move {
+        loop {
+            tokio::select! {
+                _ = terminate.recv() => { tracing::info!("SIGTERM received, shutting down"); break; }
+                _ = interrupt.recv() => { tracing::info!("SIGINT received, shutting down"); break; }
+                _ = hangup.recv() => live.reload().await,
+                () = stop.cancelled() => break,
+            }
         }
-        let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Stopping]);
+        notify::stopping();
         reporter
             .set_service_status("", tonic_health::ServingStatus::NotServing)
             .await;
         stop.cancel();
     };
 
-    tracing::info!(socket = %daemon.socket.display(), jobs = config.jobs.len(), "cofferd {} ready", coffer_common::VERSION);
-    let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
+    tracing::info!(socket = %daemon.socket.display(), jobs = config.jobs.len(), inherited, "cofferd {} ready", coffer_common::VERSION);
+    notify::ready("idle");
 
     let served = tonic::transport::Server::builder()
         .add_service(health_service)
         .add_service(service)
-        .serve_with_incoming_shutdown(UnixListenerStream::new(listener), serve_signal)
+        .serve_with_incoming_shutdown(UnixListenerStream::new(listener), signals)
         .await;
 
     // Running work was cancelled with the shutdown token; give it the grace period
@@ -197,7 +308,9 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     {
         tracing::warn!("running work did not stop within shutdown-grace");
     }
-    let _ = std::fs::remove_file(&daemon.socket);
+    if !inherited {
+        let _ = std::fs::remove_file(&daemon.socket);
+    }
     served.context("the gRPC server failed")?;
     tracing::info!("cofferd stopped");
     Ok(())

@@ -20,6 +20,9 @@ use tonic::{Request, Response, Status};
 
 use std::path::PathBuf;
 
+use std::sync::RwLock;
+
+use crate::auth::{Access, Peer, Role};
 use crate::catalog::{BackupPaths, BackupRecord, RunRecord};
 use crate::engine::{Engine, Error, Event};
 use crate::restore::Only;
@@ -87,6 +90,20 @@ impl From<Error> for Status {
     }
 }
 
+/// Writes an audit entry for `result` off the reactor.
+async fn audit<T>(
+    engine: &Arc<Engine>,
+    actor: String,
+    action: &str,
+    target: &str,
+    result: &Result<T, Status>,
+) {
+    let error = result.as_ref().err().map(|s| s.message().to_owned());
+    let (engine, action, target) = (engine.clone(), action.to_owned(), target.to_owned());
+    let _ =
+        tokio::task::spawn_blocking(move || engine.audit(&actor, &action, &target, error.as_deref())).await;
+}
+
 /// Runs a blocking engine call off the reactor.
 async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> Result<T, Error> + Send + 'static,
@@ -100,19 +117,46 @@ async fn blocking<T: Send + 'static>(
 /// The service implementation.
 pub struct CofferService {
     engine: Arc<Engine>,
+    /// Health is refreshed before a run's result is sent, so a client that asks
+    /// right after sees the new state.
+    health: tonic_health::server::HealthReporter,
+    access: Arc<RwLock<Access>>,
     tasks: TaskTracker,
     shutdown: CancellationToken,
     started_at: chrono::DateTime<Utc>,
 }
 
 impl CofferService {
-    pub fn new(engine: Arc<Engine>, tasks: TaskTracker, shutdown: CancellationToken) -> Self {
+    pub fn new(
+        engine: Arc<Engine>,
+        health: tonic_health::server::HealthReporter,
+        access: Arc<RwLock<Access>>,
+        tasks: TaskTracker,
+        shutdown: CancellationToken,
+    ) -> Self {
         CofferService {
             engine,
+            health,
+            access,
             tasks,
             shutdown,
             started_at: Utc::now(),
         }
+    }
+
+    /// The caller, if its role allows `what`.
+    fn allow<T>(&self, req: &Request<T>, role: Role, what: &str) -> Result<Peer, Status> {
+        let peer = Peer::of(req)?;
+        let access = self.access.read().unwrap_or_else(|p| p.into_inner()).clone();
+        access.check(&peer, role, what).inspect_err(|_| {
+            tracing::warn!(uid = peer.uid, pid = peer.pid, "denied: {what}");
+        })?;
+        Ok(peer)
+    }
+
+    /// Audits an RPC's outcome off the reactor.
+    async fn audit<T>(&self, peer: &Peer, action: &str, target: &str, result: &Result<T, Status>) {
+        audit(&self.engine, peer.actor(), action, target, result).await;
     }
 }
 
@@ -197,8 +241,9 @@ fn next_run_at(job: &crate::config::JobConfig) -> i64 {
 impl Coffer for CofferService {
     async fn get_status(
         &self,
-        _req: Request<proto::GetStatusRequest>,
+        req: Request<proto::GetStatusRequest>,
     ) -> Result<Response<proto::GetStatusResponse>, Status> {
+        self.allow(&req, Role::Reader, "read the status")?;
         let engine = self.engine.clone();
         let started_at = self.started_at;
         let response = blocking(move || {
@@ -239,8 +284,9 @@ impl Coffer for CofferService {
 
     async fn list_jobs(
         &self,
-        _req: Request<proto::ListJobsRequest>,
+        req: Request<proto::ListJobsRequest>,
     ) -> Result<Response<proto::ListJobsResponse>, Status> {
+        self.allow(&req, Role::Reader, "list jobs")?;
         let config = self.engine.config();
         let jobs = config
             .jobs
@@ -272,24 +318,39 @@ impl Coffer for CofferService {
         &self,
         req: Request<proto::CreateBackupRequest>,
     ) -> Result<Response<EventStream>, Status> {
+        let peer = self.allow(&req, Role::Admin, "take backups")?;
         let req = req.into_inner();
         // Refusals (unknown job, already running) answer the call itself.
-        let claim = self.engine.claim(&req.job)?;
+        let claim = match self.engine.claim(&req.job) {
+            Ok(claim) => claim,
+            Err(e) => {
+                let refused = Status::from(e);
+                self.audit(&peer, "backup", &req.job, &Err::<(), _>(refused.clone()))
+                    .await;
+                return Err(refused);
+            }
+        };
         let (tx, rx) = mpsc::channel(64);
         let engine = self.engine.clone();
         let cancel = self.shutdown.child_token();
         let backup_dir = engine.config().daemon.backup_dir.clone();
+        let mut health = self.health.clone();
         self.tasks.spawn(async move {
             let result = engine
+                .clone()
                 .backup(claim, req.note, cancel, progress_sender(tx.clone()))
-                .await;
+                .await
+                .map_err(Status::from);
+            let target = result.as_ref().map_or(req.job.clone(), |r| r.id.clone());
+            audit(&engine, peer.actor(), "backup", &target, &result).await;
+            crate::health::refresh(&engine, &mut health).await;
             let message = result.map(|record| proto::BackupEvent {
                 event: Some(proto::backup_event::Event::Backup(backup_message(
                     &record,
                     &backup_dir,
                 ))),
             });
-            let _ = tx.send(message.map_err(Status::from)).await;
+            let _ = tx.send(message).await;
         });
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
@@ -298,6 +359,7 @@ impl Coffer for CofferService {
         &self,
         req: Request<proto::ListBackupsRequest>,
     ) -> Result<Response<proto::ListBackupsResponse>, Status> {
+        self.allow(&req, Role::Reader, "list backups")?;
         let job = req.into_inner().job;
         let engine = self.engine.clone();
         let backups = blocking(move || {
@@ -313,6 +375,7 @@ impl Coffer for CofferService {
         &self,
         req: Request<proto::GetBackupRequest>,
     ) -> Result<Response<proto::Backup>, Status> {
+        self.allow(&req, Role::Reader, "show backups")?;
         let id = req.into_inner().id;
         let engine = self.engine.clone();
         let backup = blocking(move || {
@@ -327,34 +390,46 @@ impl Coffer for CofferService {
         &self,
         req: Request<proto::DeleteBackupRequest>,
     ) -> Result<Response<proto::DeleteBackupResponse>, Status> {
+        let peer = self.allow(&req, Role::Admin, "delete backups")?;
         let id = req.into_inner().id;
         let engine = self.engine.clone();
-        let record = blocking(move || engine.delete(&id)).await?;
-        Ok(Response::new(proto::DeleteBackupResponse { id: record.id }))
+        let target = id.clone();
+        let result = blocking(move || engine.delete(&id)).await;
+        self.audit(&peer, "delete", &target, &result).await;
+        Ok(Response::new(proto::DeleteBackupResponse { id: result?.id }))
     }
 
     async fn set_protected(
         &self,
         req: Request<proto::SetProtectedRequest>,
     ) -> Result<Response<proto::Backup>, Status> {
+        let peer = self.allow(&req, Role::Admin, "pin or unpin backups")?;
         let req = req.into_inner();
         let engine = self.engine.clone();
-        let backup = blocking(move || {
+        let (target, action) = (req.id.clone(), if req.protected { "pin" } else { "unpin" });
+        let result = blocking(move || {
             let record = engine.set_protected(&req.id, req.protected)?;
             Ok(backup_message(&record, &engine.config().daemon.backup_dir))
         })
-        .await?;
-        Ok(Response::new(backup))
+        .await;
+        self.audit(&peer, action, &target, &result).await;
+        Ok(Response::new(result?))
     }
 
     async fn prune(
         &self,
         req: Request<proto::PruneRequest>,
     ) -> Result<Response<proto::PruneResponse>, Status> {
+        let peer = self.allow(&req, Role::Admin, "prune backups")?;
         let req = req.into_inner();
         let engine = self.engine.clone();
         let job = (!req.job.is_empty()).then_some(req.job);
-        let pruned = blocking(move || engine.prune(job.as_deref(), req.dry_run)).await?;
+        let target = job.clone().unwrap_or_else(|| "all jobs".to_owned());
+        let actor = peer.actor();
+        let result = blocking(move || engine.prune(&actor, job.as_deref(), req.dry_run)).await;
+        let action = if req.dry_run { "prune --dry-run" } else { "prune" };
+        self.audit(&peer, action, &target, &result).await;
+        let pruned = result?;
         let decisions = pruned
             .into_iter()
             .map(|p| proto::PruneDecision {
@@ -375,6 +450,7 @@ impl Coffer for CofferService {
         &self,
         req: Request<proto::VerifyBackupRequest>,
     ) -> Result<Response<EventStream>, Status> {
+        let peer = self.allow(&req, Role::Admin, "verify backups")?;
         let req = req.into_inner();
         let engine = self.engine.clone();
         let record = {
@@ -386,12 +462,15 @@ impl Coffer for CofferService {
         let cancel = self.shutdown.child_token();
         self.tasks.spawn(async move {
             let mut progress = progress_sender(tx.clone());
+            let (run_engine, target) = (engine.clone(), record.id.clone());
             let result = tokio::task::spawn_blocking(move || {
-                engine.verify_record(&record, req.deep, &cancel, &mut *progress)
+                run_engine.verify_record(&record, req.deep, &cancel, &mut *progress)
             })
             .await
             .map_err(|e| Status::internal(e.to_string()))
             .and_then(|r| r.map_err(Status::from));
+            let action = if req.deep { "verify --deep" } else { "verify" };
+            audit(&engine, peer.actor(), action, &target, &result).await;
             let message = result.map(|v| proto::BackupEvent {
                 event: Some(proto::backup_event::Event::Verify(proto::VerifyResult {
                     id: v.id,
@@ -412,6 +491,7 @@ impl Coffer for CofferService {
         &self,
         req: Request<proto::RestoreBackupRequest>,
     ) -> Result<Response<EventStream>, Status> {
+        let peer = self.allow(&req, Role::Admin, "restore backups")?;
         let req = req.into_inner();
         let only = Only::parse(&req.only)?;
         let to = (!req.to.is_empty()).then(|| PathBuf::from(&req.to));
@@ -420,12 +500,18 @@ impl Coffer for CofferService {
         let cancel = self.shutdown.child_token();
         self.tasks.spawn(async move {
             let mut progress = progress_sender(tx.clone());
+            let run_engine = engine.clone();
+            let target = match &to {
+                Some(dir) => format!("{} to {}", req.id, dir.display()),
+                None => format!("{} in place", req.id),
+            };
             let result = tokio::task::spawn_blocking(move || {
-                engine.restore(&req.id, to.as_deref(), only, req.force, &cancel, &mut *progress)
+                run_engine.restore(&req.id, to.as_deref(), only, req.force, &cancel, &mut *progress)
             })
             .await
             .map_err(|e| Status::internal(e.to_string()))
             .and_then(|r| r.map_err(Status::from));
+            audit(&engine, peer.actor(), "restore", &target, &result).await;
             let message = result.map(|r| proto::BackupEvent {
                 event: Some(proto::backup_event::Event::Restore(proto::RestoreResult {
                     id: r.id,
@@ -448,14 +534,18 @@ impl Coffer for CofferService {
         &self,
         req: Request<proto::DownloadBackupRequest>,
     ) -> Result<Response<ChunkStream>, Status> {
+        let peer = self.allow(&req, Role::Admin, "download backups")?;
         let id = req.into_inner().id;
         let engine = self.engine.clone();
-        let (record, path) = blocking(move || {
+        let target = id.clone();
+        let resolved = blocking(move || {
             let record = engine.resolve(&id)?;
             let path = BackupPaths::new(&engine.config().daemon.backup_dir, &record.job, &record.id).archive;
             Ok((record, path))
         })
-        .await?;
+        .await;
+        self.audit(&peer, "download", &target, &resolved).await;
+        let (record, path) = resolved?;
         // tokio's file reads run on its blocking pool, not on the reactor.
         let mut file = tokio::fs::File::open(&path)
             .await
@@ -501,8 +591,59 @@ impl Coffer for CofferService {
         &self,
         req: Request<tonic::Streaming<proto::UploadChunk>>,
     ) -> Result<Response<proto::Backup>, Status> {
+        let peer = self.allow(&req, Role::Admin, "upload backups")?;
+        let result = self.receive_upload(req.into_inner()).await;
+        let target = result
+            .as_ref()
+            .map_or_else(|_| "an archive".to_owned(), |b| b.id.clone());
+        self.audit(&peer, "upload", &target, &result).await;
+        Ok(Response::new(result?))
+    }
+
+    async fn get_metrics(
+        &self,
+        req: Request<proto::GetMetricsRequest>,
+    ) -> Result<Response<proto::GetMetricsResponse>, Status> {
+        self.allow(&req, Role::Reader, "read metrics")?;
+        let engine = self.engine.clone();
+        let text = blocking(move || crate::metrics::render(&engine)).await?;
+        Ok(Response::new(proto::GetMetricsResponse { text }))
+    }
+
+    async fn list_audit(
+        &self,
+        req: Request<proto::ListAuditRequest>,
+    ) -> Result<Response<proto::ListAuditResponse>, Status> {
+        self.allow(&req, Role::Reader, "read the audit log")?;
+        let limit = match req.into_inner().limit {
+            0 => 50,
+            n => n.min(10_000),
+        };
+        let engine = self.engine.clone();
+        let records = blocking(move || Ok(engine.catalog().list_audit(limit)?)).await?;
+        let entries = records
+            .into_iter()
+            .map(|r| proto::AuditEntry {
+                id: r.id,
+                at: r.at,
+                actor: r.actor,
+                action: r.action,
+                target: r.target,
+                result: r.result,
+                error: r.error,
+            })
+            .collect();
+        Ok(Response::new(proto::ListAuditResponse { entries }))
+    }
+}
+
+impl CofferService {
+    /// Receives an upload into the backup dir, then verifies and catalogues it.
+    async fn receive_upload(
+        &self,
+        mut stream: tonic::Streaming<proto::UploadChunk>,
+    ) -> Result<proto::Backup, Status> {
         use tokio::io::AsyncWriteExt;
-        let mut stream = req.into_inner();
         let config = self.engine.config();
         let limit = config.daemon.max_upload_size;
         // Received inside the backup dir so cataloguing is a rename on one filesystem.
@@ -538,24 +679,6 @@ impl Coffer for CofferService {
         })
         .await?;
         cleanup.keep(&partial);
-        Ok(Response::new(backup))
-    }
-
-    async fn get_metrics(
-        &self,
-        _req: Request<proto::GetMetricsRequest>,
-    ) -> Result<Response<proto::GetMetricsResponse>, Status> {
-        Err(Status::unimplemented(
-            "metrics are not available in this version of cofferd",
-        ))
-    }
-
-    async fn list_audit(
-        &self,
-        _req: Request<proto::ListAuditRequest>,
-    ) -> Result<Response<proto::ListAuditResponse>, Status> {
-        Err(Status::unimplemented(
-            "the audit log is not available in this version of cofferd",
-        ))
+        Ok(backup)
     }
 }

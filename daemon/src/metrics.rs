@@ -1,0 +1,176 @@
+//! The Prometheus text exposition served by `GetMetrics` (`cofferctl metrics`).
+//!
+//! Everything is computed on request from the catalog and the engine's counters, so
+//! an idle daemon does no metrics work. Format: text exposition 0.0.4 — `# HELP` and
+//! `# TYPE` once per family, label values escaped.
+
+use std::fmt::Write;
+
+use crate::engine::{Engine, Error};
+
+/// Escapes a label value (backslash, double quote, newline).
+fn label(value: &str) -> String {
+    value
+        .replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+/// One metric family being written.
+struct Family<'a> {
+    out: &'a mut String,
+}
+
+impl<'a> Family<'a> {
+    fn new(out: &'a mut String, name: &str, kind: &str, help: &str) -> Self {
+        let _ = writeln!(out, "# HELP {name} {help}");
+        let _ = writeln!(out, "# TYPE {name} {kind}");
+        Family { out }
+    }
+
+    fn sample(&mut self, name: &str, labels: &[(&str, &str)], value: impl std::fmt::Display) {
+        let _ = write!(self.out, "{name}");
+        if !labels.is_empty() {
+            let inner: Vec<String> = labels
+                .iter()
+                .map(|(k, v)| format!("{k}=\"{}\"", label(v)))
+                .collect();
+            let _ = write!(self.out, "{{{}}}", inner.join(","));
+        }
+        let _ = writeln!(self.out, " {value}");
+    }
+}
+
+/// Renders all metrics.
+pub fn render(engine: &Engine) -> Result<String, Error> {
+    let config = engine.config();
+    let catalog = engine.catalog();
+    let mut out = String::new();
+
+    Family::new(&mut out, "coffer_up", "gauge", "Whether cofferd is running.").sample("coffer_up", &[], 1);
+    Family::new(&mut out, "coffer_build_info", "gauge", "Build information.").sample(
+        "coffer_build_info",
+        &[
+            ("version", coffer_common::VERSION),
+            ("sqlite_version", crate::snapshot::sqlite_version()),
+        ],
+        1,
+    );
+
+    let mut stats = Vec::new();
+    for job in &config.jobs {
+        let s = engine.job_stats(&job.name)?;
+        let last = catalog.last_successful_backup_run(&job.name)?;
+        stats.push((job.name.as_str(), s, last));
+    }
+    let mut f = Family::new(&mut out, "coffer_backups", "gauge", "Catalogued backups per job.");
+    for (job, s, _) in &stats {
+        f.sample("coffer_backups", &[("job", job)], s.count);
+    }
+    let mut f = Family::new(
+        &mut out,
+        "coffer_backup_bytes",
+        "gauge",
+        "Bytes of all archives per job.",
+    );
+    for (job, s, _) in &stats {
+        f.sample("coffer_backup_bytes", &[("job", job)], s.bytes);
+    }
+    let mut f = Family::new(
+        &mut out,
+        "coffer_backup_last_success_timestamp_seconds",
+        "gauge",
+        "Creation time of the newest backup per job (0 if none).",
+    );
+    for (job, s, _) in &stats {
+        f.sample(
+            "coffer_backup_last_success_timestamp_seconds",
+            &[("job", job)],
+            s.newest_at,
+        );
+    }
+    let mut f = Family::new(
+        &mut out,
+        "coffer_backup_last_duration_seconds",
+        "gauge",
+        "Duration of the last successful backup run per job.",
+    );
+    for (job, _, last) in &stats {
+        let seconds = last.as_ref().map_or(0, |r| (r.finished_at - r.started_at).max(0));
+        f.sample("coffer_backup_last_duration_seconds", &[("job", job)], seconds);
+    }
+    let mut f = Family::new(
+        &mut out,
+        "coffer_backup_last_size_bytes",
+        "gauge",
+        "Archive size of the last successful backup run per job.",
+    );
+    for (job, _, last) in &stats {
+        f.sample(
+            "coffer_backup_last_size_bytes",
+            &[("job", job)],
+            last.as_ref().map_or(0, |r| r.bytes),
+        );
+    }
+    let mut f = Family::new(
+        &mut out,
+        "coffer_runs_total",
+        "counter",
+        "Finished runs by job, kind and result.",
+    );
+    for (job, kind, status, n) in catalog.run_counts()? {
+        f.sample(
+            "coffer_runs_total",
+            &[("job", &job), ("kind", &kind), ("result", &status)],
+            n,
+        );
+    }
+    let (removed, verify_failures) =
+        engine.counters(|c| (c.retention_removed.clone(), c.verify_failures.clone()));
+    let mut f = Family::new(
+        &mut out,
+        "coffer_retention_removed_total",
+        "counter",
+        "Backups removed by retention since cofferd started.",
+    );
+    for job in &config.jobs {
+        f.sample(
+            "coffer_retention_removed_total",
+            &[("job", &job.name)],
+            removed.get(&job.name).copied().unwrap_or(0),
+        );
+    }
+    let mut f = Family::new(
+        &mut out,
+        "coffer_verify_failures_total",
+        "counter",
+        "Failed verifications since cofferd started.",
+    );
+    for job in &config.jobs {
+        f.sample(
+            "coffer_verify_failures_total",
+            &[("job", &job.name)],
+            verify_failures.get(&job.name).copied().unwrap_or(0),
+        );
+    }
+    let free = crate::fsutil::free_space(&config.daemon.backup_dir).unwrap_or(0);
+    Family::new(
+        &mut out,
+        "coffer_backup_dir_free_bytes",
+        "gauge",
+        "Free bytes on the backup directory's filesystem.",
+    )
+    .sample("coffer_backup_dir_free_bytes", &[], free);
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn label_escaping() {
+        assert_eq!(label(r#"a"b\c"#), r#"a\"b\\c"#);
+        assert_eq!(label("x\ny"), "x\\ny");
+    }
+}
