@@ -418,7 +418,9 @@ impl Engine {
             "snapshot",
             format!("snapshot of {}", job.database.display()),
         ));
+        let snapshot_clock = Instant::now();
         let source = snapshot::vacuum_into(&job.database, &snapshot_path, job.busy_timeout, cancel)?;
+        let snapshot_ms = snapshot_clock.elapsed().as_millis() as u64;
         if cancel.is_cancelled() {
             return Err(Error::Cancelled);
         }
@@ -502,6 +504,14 @@ impl Engine {
             totals: Totals::default(),
         };
         let (manifest, size, sha256) = writer.finish(manifest).map_err(archive_err)?;
+        tracing::info!(
+            job = job.name,
+            id,
+            snapshot_ms,
+            archive_ms = clock.elapsed().as_millis() as u64 - snapshot_ms,
+            bytes = total,
+            "archive written"
+        );
         drop(media);
 
         // The sidecar goes first: a crash before the archive's rename leaves an orphan

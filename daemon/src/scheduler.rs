@@ -12,6 +12,7 @@
 //! - Catch-up (`catch-up = true`): at start-up, a job whose newest backup is older
 //!   than its previous fire time runs once right away (like systemd's
 //!   `Persistent=true`), not once per missed slot.
+//! - Scheduled runs and skips are audited with the actor `scheduler`.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -21,6 +22,9 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::engine::{Engine, Error};
+
+/// Who the audit log says started scheduled runs.
+const ACTOR: &str = "scheduler";
 
 /// The longest single sleep; the clock is re-read after each.
 const MAX_SLEEP: Duration = Duration::from_secs(60);
@@ -102,13 +106,11 @@ async fn fire(engine: &Arc<Engine>, name: &str, stop: &CancellationToken) {
             let engine = engine.clone();
             let name = name.to_owned();
             let _ = tokio::task::spawn_blocking(move || {
-                engine.catalog().record_run(
-                    &name,
-                    "backup",
-                    "skipped",
-                    Utc::now().timestamp(),
-                    "the previous backup of this job was still running",
-                )
+                let why = "the previous backup of this job was still running";
+                engine.audit(ACTOR, "backup skipped", &name, Some(why));
+                engine
+                    .catalog()
+                    .record_run(&name, "backup", "skipped", Utc::now().timestamp(), why)
             })
             .await;
             return;
@@ -118,11 +120,18 @@ async fn fire(engine: &Arc<Engine>, name: &str, stop: &CancellationToken) {
             return;
         }
     };
-    // The outcome is logged and recorded by the engine.
-    let _ = engine
+    // The run itself is logged and recorded by the engine; the audit says who started it.
+    let result = engine
         .clone()
         .backup(claim, String::new(), stop.child_token(), Box::new(|_| {}))
         .await;
+    let (target, error) = match &result {
+        Ok(record) => (record.id.clone(), None),
+        Err(e) => (name.to_owned(), Some(e.to_string())),
+    };
+    let engine = engine.clone();
+    let _ =
+        tokio::task::spawn_blocking(move || engine.audit(ACTOR, "backup", &target, error.as_deref())).await;
 }
 
 #[cfg(test)]
