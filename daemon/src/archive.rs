@@ -26,6 +26,7 @@ use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Component, Path, PathBuf};
 
 use sha2::{Digest, Sha256};
+use tokio_util::sync::CancellationToken;
 
 use crate::manifest::{self, Entry, EntryKind, MANIFEST_PATH, Manifest, Totals};
 
@@ -67,8 +68,9 @@ pub enum ArchiveError {
     },
     #[error("{path} changed size while it was archived ({expected} bytes expected, {got} read)")]
     Changed { path: PathBuf, expected: u64, got: u64 },
-    #[error("cannot write the archive")]
-    Write(#[source] io::Error),
+    /// Writing failed; the caller's context names the archive.
+    #[error(transparent)]
+    Write(io::Error),
     #[error("the archive cannot be read: {0}")]
     Read(#[source] io::Error),
     #[error("the archive is invalid: {0}")]
@@ -322,13 +324,20 @@ type Encoder = zstd::stream::write::Encoder<'static, HashingWriter<File>>;
 /// leaves an incomplete file for the caller to remove.
 pub struct ArchiveWriter {
     tar: tar::Builder<Encoder>,
+    /// Checked on every read of entry content, so a shutdown stops a long entry.
+    cancel: CancellationToken,
     entries: Vec<Entry>,
     totals: Totals,
 }
 
 impl ArchiveWriter {
     /// Starts an archive in `file` at zstd `level` with `workers` compression threads.
-    pub fn new(file: File, level: i32, workers: u32) -> Result<Self, ArchiveError> {
+    pub fn new(
+        file: File,
+        level: i32,
+        workers: u32,
+        cancel: CancellationToken,
+    ) -> Result<Self, ArchiveError> {
         let mut encoder = zstd::stream::write::Encoder::new(HashingWriter::new(file), level)
             .map_err(ArchiveError::Write)?;
         encoder.include_checksum(true).map_err(ArchiveError::Write)?;
@@ -346,6 +355,7 @@ impl ArchiveWriter {
         tar.follow_symlinks(false);
         Ok(ArchiveWriter {
             tar,
+            cancel,
             entries: Vec::new(),
             totals: Totals::default(),
         })
@@ -380,19 +390,47 @@ impl ArchiveWriter {
             path: fs_path.to_owned(),
             source,
         })?;
-        let size = metadata.len();
+        let mut reader = io::BufReader::with_capacity(IO_BUFFER, file);
+        self.add_stream(archive_path, &mut reader, metadata.len(), metadata, progress)
+            .map_err(|e| match e {
+                ArchiveError::Changed { expected, got, .. } => ArchiveError::Changed {
+                    path: fs_path.to_owned(),
+                    expected,
+                    got,
+                },
+                e => e,
+            })
+    }
+
+    /// Adds `size` bytes from `reader` as a regular file `archive_path` with the mode,
+    /// owner and mtime of `metadata`, hashing them on the way.
+    pub fn add_stream(
+        &mut self,
+        archive_path: &str,
+        reader: &mut dyn Read,
+        size: u64,
+        metadata: &Metadata,
+        progress: &mut dyn FnMut(u64),
+    ) -> Result<(), ArchiveError> {
         let mut reader = ProgressReader {
-            inner: HashingReader::new(io::BufReader::with_capacity(IO_BUFFER, file).take(size)),
+            inner: HashingReader::new(reader.take(size)),
             progress,
+            cancel: &self.cancel,
         };
         let mut header = Self::header(tar::EntryType::Regular, metadata, size);
         self.tar
             .append_data(&mut header, archive_path, &mut reader)
-            .map_err(ArchiveError::Write)?;
+            .map_err(|e| {
+                if self.cancel.is_cancelled() {
+                    ArchiveError::Cancelled
+                } else {
+                    ArchiveError::Write(e)
+                }
+            })?;
         let (got, sha256) = reader.inner.finish();
         if got != size {
             return Err(ArchiveError::Changed {
-                path: fs_path.to_owned(),
+                path: PathBuf::from(archive_path),
                 expected: size,
                 got,
             });
@@ -498,10 +536,15 @@ impl ArchiveWriter {
 struct ProgressReader<'a, R> {
     inner: HashingReader<R>,
     progress: &'a mut dyn FnMut(u64),
+    cancel: &'a CancellationToken,
 }
 
 impl<R: Read> Read for ProgressReader<'_, R> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if self.cancel.is_cancelled() {
+            // Not `Interrupted`: io::copy (inside tar) would retry that forever.
+            return Err(io::Error::other("the archive was cancelled"));
+        }
         let n = self.inner.read(buf)?;
         (self.progress)(n as u64);
         Ok(n)
@@ -561,7 +604,7 @@ pub fn read_archive(
         let actual = file.metadata().map_err(ArchiveError::Read)?.len();
         if actual != exp.size {
             return Err(invalid(format!(
-                "the archive is {actual} bytes but its sidecar says {} (truncated or replaced)",
+                "its size is {actual} bytes but its sidecar says {} (truncated or replaced)",
                 exp.size
             )));
         }

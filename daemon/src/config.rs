@@ -93,6 +93,7 @@ pub struct JobConfig {
     pub catch_up: bool,
     /// How long the snapshot waits for the app's write lock before failing.
     pub busy_timeout: Duration,
+    pub snapshot_method: crate::snapshot::SnapshotMethod,
     pub retention: Policy,
     pub hooks: Hooks,
 }
@@ -190,6 +191,7 @@ struct RawJob {
     stale_after: Option<String>,
     catch_up: Option<bool>,
     busy_timeout: Option<String>,
+    snapshot_method: Option<String>,
     #[serde(default)]
     retention: RawRetention,
     #[serde(default)]
@@ -412,7 +414,18 @@ impl Validator<'_> {
         if busy_timeout > Duration::from_secs(i32::MAX as u64 / 1000) {
             return Err(self.err(key("busy-timeout"), "is too long"));
         }
+        let method_text = raw
+            .snapshot_method
+            .as_deref()
+            .unwrap_or(crate::snapshot::METHOD_VACUUM_INTO);
+        let snapshot_method = crate::snapshot::SnapshotMethod::parse(method_text).ok_or_else(|| {
+            self.err(
+                key("snapshot-method"),
+                format!("'{method_text}' is not a snapshot method; use \"vacuum-into\" or \"page-stream\""),
+            )
+        })?;
         Ok(JobConfig {
+            snapshot_method,
             database,
             media,
             schedule,

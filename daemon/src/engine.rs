@@ -28,7 +28,7 @@ use crate::hooks::{self, HookEvent};
 use crate::manifest::{FORMAT_VERSION, Manifest, Sidecar, Totals};
 use crate::restore;
 use crate::retention::{self, Candidate, Decision};
-use crate::snapshot::{self, SnapshotError};
+use crate::snapshot::{self, SnapshotError, SnapshotMethod};
 
 /// Why an operation failed. Messages are sentences for the admin; the service maps
 /// each kind to a gRPC code in one place.
@@ -88,6 +88,22 @@ pub enum Error {
 }
 
 impl Error {
+    /// The error's sentence followed by each of its sources not already in it: what
+    /// clients see and what runs record.
+    pub fn describe(&self) -> String {
+        let mut text = self.to_string();
+        let mut source = std::error::Error::source(self);
+        while let Some(s) = source {
+            let part = s.to_string();
+            if !text.contains(&part) {
+                text.push_str(": ");
+                text.push_str(&part);
+            }
+            source = s.source();
+        }
+        text
+    }
+
     pub(crate) fn io(what: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> Error {
         let path = path.to_owned();
         move |source| Error::Io { what, path, source }
@@ -340,10 +356,19 @@ impl Engine {
         let result = hooks::run(job, HookEvent::BeforeBackup, "", "")
             .map_err(|e| Error::Hook(e.to_string()))
             .and_then(|()| self.take_backup(&config, job, note, cancel, progress));
+        // A run stopped by shutdown is "cancelled", whatever error the interruption
+        // surfaced as (an interrupted lock wait looks like a busy database).
+        let result = match result {
+            Err(e) if cancel.is_cancelled() && !matches!(e, Error::Cancelled) => {
+                tracing::debug!(job = job.name, "run interrupted by shutdown: {e}");
+                Err(Error::Cancelled)
+            }
+            other => other,
+        };
         let (status, error, id, size) = match &result {
             Ok(record) => ("succeeded", String::new(), record.id.as_str(), record.size),
             Err(Error::Cancelled) => ("cancelled", Error::Cancelled.to_string(), "", 0),
-            Err(e) => ("failed", e.to_string(), "", 0),
+            Err(e) => ("failed", e.describe(), "", 0),
         };
         if let Err(e) = self
             .catalog
@@ -351,6 +376,8 @@ impl Engine {
         {
             tracing::error!(job = job.name, "cannot record the run: {e}");
         }
+        // Health and STATUS are re-evaluated at once.
+        self.changed.notify_one();
         match &result {
             Ok(r) => {
                 tracing::info!(job = job.name, id = r.id, size = r.size, "backup succeeded");
@@ -362,8 +389,8 @@ impl Engine {
                 }
             }
             Err(e) => {
-                tracing::warn!(job = job.name, "backup failed: {e}");
-                hooks::run_logged(job, HookEvent::OnFailure, "", &e.to_string());
+                tracing::warn!(job = job.name, "backup failed: {}", e.describe());
+                hooks::run_logged(job, HookEvent::OnFailure, "", &e.describe());
             }
         }
         result
@@ -403,32 +430,80 @@ impl Engine {
         std::fs::create_dir_all(&staging)
             .map_err(Error::io("cannot create the staging directory", &staging))?;
 
-        // Before the snapshot: room for the copy in staging and (at most) as much again
-        // for the archive. The media size is added once the media are walked.
+        // Before the snapshot: room for the archive and, with vacuum-into, for the copy
+        // in staging. The media size is checked once the media are walked.
         let db_size = database_size(&job.database);
-        check_space(job, &[(&staging, db_size), (&paths.dir, db_size)])?;
-
+        match job.snapshot_method {
+            SnapshotMethod::VacuumInto => check_space(job, &[(&staging, db_size), (&paths.dir, db_size)])?,
+            SnapshotMethod::PageStream => check_space(job, &[(&paths.dir, db_size)])?,
+        }
         let db_name = job
             .database
             .file_name()
             .and_then(|n| n.to_str())
             .ok_or_else(|| Error::Internal("the database file name is not valid UTF-8".into()))?;
-        let snapshot_path = staging.join(db_name);
+        let db_entry = format!("db/{db_name}");
+
+        let partial = fsutil::partial_path(&paths.archive);
+        cleanup.add(&partial);
+        let file =
+            std::fs::File::create_new(&partial).map_err(Error::io("cannot create the archive", &partial))?;
+        let archive_err = |source| match source {
+            ArchiveError::Cancelled => Error::Cancelled,
+            source => Error::Archive {
+                context: format!("cannot write the archive {}", paths.archive.display()),
+                source,
+            },
+        };
+        let mut writer = ArchiveWriter::new(file, job.compression_level, self.workers, cancel.clone())
+            .map_err(archive_err)?;
+        let mut done = 0u64;
+
         progress(Event::new(
             "snapshot",
             format!("snapshot of {}", job.database.display()),
         ));
-        let snapshot_clock = Instant::now();
-        let source = snapshot::vacuum_into(&job.database, &snapshot_path, job.busy_timeout, cancel)?;
-        let snapshot_ms = snapshot_clock.elapsed().as_millis() as u64;
+        let db_clock = Instant::now();
+        let source = match job.snapshot_method {
+            SnapshotMethod::VacuumInto => {
+                let snapshot_path = staging.join(db_name);
+                let source = snapshot::vacuum_into(&job.database, &snapshot_path, job.busy_timeout, cancel)?;
+                let meta = std::fs::metadata(&snapshot_path)
+                    .map_err(Error::io("cannot read the snapshot", &snapshot_path))?;
+                let mut tick = ticker(&mut *progress, &mut done, meta.len());
+                writer
+                    .add_file(&db_entry, &snapshot_path, &meta, &mut tick)
+                    .map_err(archive_err)?;
+                source
+            }
+            SnapshotMethod::PageStream => {
+                let stream = snapshot::PageStream::open(&job.database, job.busy_timeout, cancel)?;
+                // Mode, owner and mtime of the live file (a stat, not an open).
+                let meta = std::fs::metadata(&job.database)
+                    .map_err(Error::io("cannot stat the database", &job.database))?;
+                let mut tick = ticker(&mut *progress, &mut done, stream.size());
+                writer
+                    .add_stream(&db_entry, &mut stream.reader(), stream.size(), &meta, &mut tick)
+                    .map_err(|source| match source {
+                        // A page that could not be read is a snapshot failure.
+                        ArchiveError::Write(e) if e.kind() == std::io::ErrorKind::Other => {
+                            Error::Internal(format!("the snapshot of {} failed: {e}", job.database.display()))
+                        }
+                        source => archive_err(source),
+                    })?;
+                let info = stream.info.clone();
+                stream.finish()?;
+                info
+            }
+        };
+        let db_ms = db_clock.elapsed().as_millis() as u64;
         if cancel.is_cancelled() {
             return Err(Error::Cancelled);
         }
-        let snapshot_meta = std::fs::metadata(&snapshot_path)
-            .map_err(Error::io("cannot read the snapshot", &snapshot_path))?;
 
         // Media after the database: files the snapshot refers to are already there.
         progress(Event::new("media", "walking media directories"));
+        let media_clock = Instant::now();
         let mut media = Vec::with_capacity(job.media.len());
         let mut skipped = 0u64;
         for (index, root) in job.media.iter().enumerate() {
@@ -448,47 +523,17 @@ impl Engine {
             .filter(|i| i.metadata.is_file())
             .map(|i| i.metadata.len())
             .sum();
-        let total = snapshot_meta.len() + media_bytes;
-        check_space(job, &[(&paths.dir, total)])?;
-
-        let partial = fsutil::partial_path(&paths.archive);
-        cleanup.add(&partial);
-        let file =
-            std::fs::File::create_new(&partial).map_err(Error::io("cannot create the archive", &partial))?;
-        let archive_err = |source| Error::Archive {
-            context: format!("cannot write the archive {}", paths.archive.display()),
-            source,
-        };
-        let mut writer =
-            ArchiveWriter::new(file, job.compression_level, self.workers).map_err(archive_err)?;
-        let mut done = 0u64;
-        let mut last = 0u64;
-        let mut tick = |n: u64| {
-            done += n;
-            if done - last >= 8 << 20 || done == total {
-                last = done;
-                progress(Event {
-                    phase: "archive",
-                    done,
-                    total,
-                    message: String::new(),
-                });
-            }
-        };
-        writer
-            .add_file(
-                &format!("db/{db_name}"),
-                &snapshot_path,
-                &snapshot_meta,
-                &mut tick,
-            )
-            .map_err(archive_err)?;
+        check_space(job, &[(&paths.dir, media_bytes)])?;
+        let total = done + media_bytes;
+        let mut tick = ticker(&mut *progress, &mut done, total);
         for item in media.iter().flatten() {
             if cancel.is_cancelled() {
                 return Err(Error::Cancelled);
             }
             writer.add_media_item(item, &mut tick).map_err(archive_err)?;
         }
+        drop(tick);
+        let media_ms = media_clock.elapsed().as_millis() as u64;
         writer.count_skipped(skipped);
         let manifest = Manifest {
             format_version: FORMAT_VERSION,
@@ -507,8 +552,8 @@ impl Engine {
         tracing::info!(
             job = job.name,
             id,
-            snapshot_ms,
-            archive_ms = clock.elapsed().as_millis() as u64 - snapshot_ms,
+            db_ms,
+            media_ms,
             bytes = total,
             "archive written"
         );
@@ -732,7 +777,7 @@ impl Engine {
             Err(Error::Cancelled) => return result,
             Err(e) => {
                 self.count(|c| *c.verify_failures.entry(record.job.clone()).or_default() += 1);
-                e.to_string()
+                e.describe()
             }
         };
         self.catalog
@@ -835,6 +880,24 @@ impl Engine {
     /// The newest backup run of a job.
     pub fn last_run(&self, job: &str) -> Result<Option<RunRecord>, Error> {
         Ok(self.catalog.last_run(job, "backup")?)
+    }
+}
+
+/// A progress callback for the archive phase: adds bytes to `done`, reports every
+/// 8 MiB and at `total`.
+fn ticker<'a>(progress: Progress<'a>, done: &'a mut u64, total: u64) -> impl FnMut(u64) + 'a {
+    let mut last = *done;
+    move |n| {
+        *done += n;
+        if *done - last >= 8 << 20 || *done == total {
+            last = *done;
+            progress(Event {
+                phase: "archive",
+                done: *done,
+                total,
+                message: String::new(),
+            });
+        }
     }
 }
 

@@ -2,12 +2,14 @@
 //!
 //! A hook is an argv array run without a shell, with the job's hook `timeout`, stdin
 //! closed, and `COFFER_JOB`, `COFFER_EVENT`, `COFFER_BACKUP_ID` and `COFFER_ERROR` in
-//! its environment. Its output goes to the log. A `before-*` hook that fails (non-zero
+//! its environment, in its own process group. Its output goes to the log. When the
+//! hook exits or times out, anything it left running in its group is killed. A `before-*` hook that fails (non-zero
 //! exit, timeout, cannot start) aborts its operation; the others only log.
 //!
 //! Blocking: callers run hooks from their blocking run thread.
 
 use std::io::Read;
+use std::os::unix::process::CommandExt;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -78,6 +80,8 @@ pub fn run(job: &JobConfig, event: HookEvent, backup_id: &str, error: &str) -> R
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
+        // Its own process group, so a timeout kills everything the hook started.
+        .process_group(0)
         .spawn()
         .map_err(|e| fail(format!("could not start: {e}")))?;
     // Drain output on threads so a chatty hook cannot block on a full pipe.
@@ -97,7 +101,7 @@ pub fn run(job: &JobConfig, event: HookEvent, backup_id: &str, error: &str) -> R
         match child.try_wait() {
             Ok(Some(status)) => break Ok(status),
             Ok(None) if Instant::now() >= deadline => {
-                let _ = child.kill();
+                kill_group(child.id());
                 let _ = child.wait();
                 break Err(fail(format!(
                     "timed out after {}",
@@ -108,6 +112,9 @@ pub fn run(job: &JobConfig, event: HookEvent, backup_id: &str, error: &str) -> R
             Err(e) => break Err(fail(format!("could not be waited for: {e}"))),
         }
     };
+    // Like systemd's control-group kill: whatever the hook left running in its
+    // process group goes too, so nothing holds the output pipes or outlives the hook.
+    kill_group(child.id());
     for (stream, handle) in [("stdout", out), ("stderr", err)] {
         let text = handle.join().unwrap_or_default();
         for line in text.lines().filter(|l| !l.trim().is_empty()) {
@@ -122,6 +129,13 @@ pub fn run(job: &JobConfig, event: HookEvent, backup_id: &str, error: &str) -> R
             Some(code) => format!("exited with status {code}"),
             None => "was killed by a signal".to_owned(),
         }))
+    }
+}
+
+/// SIGKILLs the process group led by `pid` (the hook); gone already is fine.
+fn kill_group(pid: u32) {
+    if let Ok(pid) = i32::try_from(pid) {
+        let _ = nix::sys::signal::killpg(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
     }
 }
 

@@ -424,7 +424,7 @@ impl Engine {
                 let (status, error) = match &result {
                     Ok(_) => ("succeeded", String::new()),
                     Err(Error::Cancelled) => ("cancelled", Error::Cancelled.to_string()),
-                    Err(e) => ("failed", e.to_string()),
+                    Err(e) => ("failed", e.describe()),
                 };
                 let _ = self
                     .catalog()
@@ -433,7 +433,7 @@ impl Engine {
                     Ok(_) => tracing::info!(job = job.name, id = record.id, "restored in place"),
                     Err(e) => {
                         tracing::warn!(job = job.name, id = record.id, "restore failed: {e}");
-                        hooks::run_logged(&job, HookEvent::OnFailure, &record.id, &e.to_string());
+                        hooks::run_logged(&job, HookEvent::OnFailure, &record.id, &e.describe());
                     }
                 }
                 result

@@ -292,26 +292,47 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     tracing::info!(socket = %daemon.socket.display(), jobs = config.jobs.len(), inherited, "cofferd {} ready", coffer_common::VERSION);
     notify::ready("idle");
 
-    let served = tonic::transport::Server::builder()
-        .add_service(health_service)
-        .add_service(service)
-        .serve_with_incoming_shutdown(UnixListenerStream::new(listener), signals)
-        .await;
+    let mut server = tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(health_service)
+            .add_service(service)
+            .serve_with_incoming_shutdown(UnixListenerStream::new(listener), signals),
+    );
+    // Serve until a signal cancels `shutdown` (or the server fails on its own).
+    let early = tokio::select! {
+        result = &mut server => Some(result),
+        () = shutdown.cancelled() => None,
+    };
 
-    // Running work was cancelled with the shutdown token; give it the grace period
-    // to clean up (remove partial files, record the run).
+    // Running work sees the cancelled token and cleans up (partial files removed, run
+    // recorded as cancelled). The server itself waits for open streams, which end
+    // when that work ends; both are bounded by shutdown-grace.
     shutdown.cancel();
     tasks.close();
-    if tokio::time::timeout(daemon.shutdown_grace, tasks.wait())
-        .await
-        .is_err()
-    {
-        tracing::warn!("running work did not stop within shutdown-grace");
-    }
+    let served = match early {
+        Some(result) => result,
+        None => {
+            let drained = tokio::time::timeout(daemon.shutdown_grace, async {
+                tasks.wait().await;
+                (&mut server).await
+            })
+            .await;
+            match drained {
+                Ok(result) => result,
+                Err(_) => {
+                    tracing::warn!("running work did not stop within shutdown-grace; exiting anyway");
+                    server.abort();
+                    Ok(Ok(()))
+                }
+            }
+        }
+    };
     if !inherited {
         let _ = std::fs::remove_file(&daemon.socket);
     }
-    served.context("the gRPC server failed")?;
+    served
+        .context("the gRPC server task failed")?
+        .context("the gRPC server failed")?;
     tracing::info!("cofferd stopped");
     Ok(())
 }

@@ -66,22 +66,7 @@ pub fn status_of(error: Error) -> Status {
         } => Code::FailedPrecondition,
         _ => Code::Internal,
     };
-    Status::new(code, error_chain(&error))
-}
-
-/// The error's sentence followed by its sources, once each.
-fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(s) = source {
-        let part = s.to_string();
-        if !text.contains(&part) {
-            text.push_str(": ");
-            text.push_str(&part);
-        }
-        source = s.source();
-    }
-    text
+    Status::new(code, error.describe())
 }
 
 impl From<Error> for Status {
@@ -144,12 +129,19 @@ impl CofferService {
         }
     }
 
-    /// The caller, if its role allows `what`.
-    fn allow<T>(&self, req: &Request<T>, role: Role, what: &str) -> Result<Peer, Status> {
+    /// The caller, if its role allows `what`; a refusal is audited as a failed `action`.
+    fn allow<T>(&self, req: &Request<T>, role: Role, action: &str, what: &str) -> Result<Peer, Status> {
         let peer = Peer::of(req)?;
         let access = self.access.read().unwrap_or_else(|p| p.into_inner()).clone();
-        access.check(&peer, role, what).inspect_err(|_| {
-            tracing::warn!(uid = peer.uid, pid = peer.pid, "denied: {what}");
+        access.check(&peer, role, what).inspect_err(|denied| {
+            // Refusals are audited too; fire and forget, the answer does not wait.
+            let (engine, actor, action, message) = (
+                self.engine.clone(),
+                peer.actor(),
+                action.to_owned(),
+                denied.message().to_owned(),
+            );
+            tokio::task::spawn_blocking(move || engine.audit(&actor, &action, "(refused)", Some(&message)));
         })?;
         Ok(peer)
     }
@@ -243,7 +235,7 @@ impl Coffer for CofferService {
         &self,
         req: Request<proto::GetStatusRequest>,
     ) -> Result<Response<proto::GetStatusResponse>, Status> {
-        self.allow(&req, Role::Reader, "read the status")?;
+        self.allow(&req, Role::Reader, "status", "read the status")?;
         let engine = self.engine.clone();
         let started_at = self.started_at;
         let response = blocking(move || {
@@ -286,7 +278,7 @@ impl Coffer for CofferService {
         &self,
         req: Request<proto::ListJobsRequest>,
     ) -> Result<Response<proto::ListJobsResponse>, Status> {
-        self.allow(&req, Role::Reader, "list jobs")?;
+        self.allow(&req, Role::Reader, "jobs", "list jobs")?;
         let config = self.engine.config();
         let jobs = config
             .jobs
@@ -318,7 +310,7 @@ impl Coffer for CofferService {
         &self,
         req: Request<proto::CreateBackupRequest>,
     ) -> Result<Response<EventStream>, Status> {
-        let peer = self.allow(&req, Role::Admin, "take backups")?;
+        let peer = self.allow(&req, Role::Admin, "backup", "take backups")?;
         let req = req.into_inner();
         // Refusals (unknown job, already running) answer the call itself.
         let claim = match self.engine.claim(&req.job) {
@@ -359,7 +351,7 @@ impl Coffer for CofferService {
         &self,
         req: Request<proto::ListBackupsRequest>,
     ) -> Result<Response<proto::ListBackupsResponse>, Status> {
-        self.allow(&req, Role::Reader, "list backups")?;
+        self.allow(&req, Role::Reader, "list", "list backups")?;
         let job = req.into_inner().job;
         let engine = self.engine.clone();
         let backups = blocking(move || {
@@ -375,7 +367,7 @@ impl Coffer for CofferService {
         &self,
         req: Request<proto::GetBackupRequest>,
     ) -> Result<Response<proto::Backup>, Status> {
-        self.allow(&req, Role::Reader, "show backups")?;
+        self.allow(&req, Role::Reader, "show", "show backups")?;
         let id = req.into_inner().id;
         let engine = self.engine.clone();
         let backup = blocking(move || {
@@ -390,7 +382,7 @@ impl Coffer for CofferService {
         &self,
         req: Request<proto::DeleteBackupRequest>,
     ) -> Result<Response<proto::DeleteBackupResponse>, Status> {
-        let peer = self.allow(&req, Role::Admin, "delete backups")?;
+        let peer = self.allow(&req, Role::Admin, "delete", "delete backups")?;
         let id = req.into_inner().id;
         let engine = self.engine.clone();
         let target = id.clone();
@@ -403,7 +395,7 @@ impl Coffer for CofferService {
         &self,
         req: Request<proto::SetProtectedRequest>,
     ) -> Result<Response<proto::Backup>, Status> {
-        let peer = self.allow(&req, Role::Admin, "pin or unpin backups")?;
+        let peer = self.allow(&req, Role::Admin, "pin", "pin or unpin backups")?;
         let req = req.into_inner();
         let engine = self.engine.clone();
         let (target, action) = (req.id.clone(), if req.protected { "pin" } else { "unpin" });
@@ -420,7 +412,7 @@ impl Coffer for CofferService {
         &self,
         req: Request<proto::PruneRequest>,
     ) -> Result<Response<proto::PruneResponse>, Status> {
-        let peer = self.allow(&req, Role::Admin, "prune backups")?;
+        let peer = self.allow(&req, Role::Admin, "prune", "prune backups")?;
         let req = req.into_inner();
         let engine = self.engine.clone();
         let job = (!req.job.is_empty()).then_some(req.job);
@@ -450,7 +442,7 @@ impl Coffer for CofferService {
         &self,
         req: Request<proto::VerifyBackupRequest>,
     ) -> Result<Response<EventStream>, Status> {
-        let peer = self.allow(&req, Role::Admin, "verify backups")?;
+        let peer = self.allow(&req, Role::Admin, "verify", "verify backups")?;
         let req = req.into_inner();
         let engine = self.engine.clone();
         let record = {
@@ -491,7 +483,7 @@ impl Coffer for CofferService {
         &self,
         req: Request<proto::RestoreBackupRequest>,
     ) -> Result<Response<EventStream>, Status> {
-        let peer = self.allow(&req, Role::Admin, "restore backups")?;
+        let peer = self.allow(&req, Role::Admin, "restore", "restore backups")?;
         let req = req.into_inner();
         let only = Only::parse(&req.only)?;
         let to = (!req.to.is_empty()).then(|| PathBuf::from(&req.to));
@@ -534,7 +526,7 @@ impl Coffer for CofferService {
         &self,
         req: Request<proto::DownloadBackupRequest>,
     ) -> Result<Response<ChunkStream>, Status> {
-        let peer = self.allow(&req, Role::Admin, "download backups")?;
+        let peer = self.allow(&req, Role::Admin, "download", "download backups")?;
         let id = req.into_inner().id;
         let engine = self.engine.clone();
         let target = id.clone();
@@ -591,7 +583,7 @@ impl Coffer for CofferService {
         &self,
         req: Request<tonic::Streaming<proto::UploadChunk>>,
     ) -> Result<Response<proto::Backup>, Status> {
-        let peer = self.allow(&req, Role::Admin, "upload backups")?;
+        let peer = self.allow(&req, Role::Admin, "upload", "upload backups")?;
         let result = self.receive_upload(req.into_inner()).await;
         let target = result
             .as_ref()
@@ -604,7 +596,7 @@ impl Coffer for CofferService {
         &self,
         req: Request<proto::GetMetricsRequest>,
     ) -> Result<Response<proto::GetMetricsResponse>, Status> {
-        self.allow(&req, Role::Reader, "read metrics")?;
+        self.allow(&req, Role::Reader, "metrics", "read metrics")?;
         let engine = self.engine.clone();
         let text = blocking(move || crate::metrics::render(&engine)).await?;
         Ok(Response::new(proto::GetMetricsResponse { text }))
@@ -614,7 +606,7 @@ impl Coffer for CofferService {
         &self,
         req: Request<proto::ListAuditRequest>,
     ) -> Result<Response<proto::ListAuditResponse>, Status> {
-        self.allow(&req, Role::Reader, "read the audit log")?;
+        self.allow(&req, Role::Reader, "audit", "read the audit log")?;
         let limit = match req.into_inner().limit {
             0 => 50,
             n => n.min(10_000),

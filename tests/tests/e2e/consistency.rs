@@ -119,6 +119,16 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
 
 #[test]
 fn snapshot_under_concurrent_writes_is_consistent_and_does_not_stall_the_writer() {
+    consistent_under_writes("vacuum-into");
+}
+
+#[test]
+fn page_stream_snapshot_under_concurrent_writes_is_consistent_and_does_not_stall_the_writer() {
+    consistent_under_writes("page-stream");
+}
+
+/// A backup with snapshot `method` while a writer moves money between accounts.
+fn consistent_under_writes(method: &str) {
     let data = short_tempdir("coffer-app-");
     let db = data.path().join("ledger.db");
     let setup = Instant::now();
@@ -128,7 +138,8 @@ fn snapshot_under_concurrent_writes_is_consistent_and_does_not_stall_the_writer(
         (FILLER_ROWS * FILLER_ROW_BYTES) >> 20,
         setup.elapsed()
     );
-    let d = Daemon::start("", &job_toml("ledger", &db, &[], "busy-timeout = \"10s\""));
+    let extra = format!("busy-timeout = \"10s\"\nsnapshot-method = \"{method}\"");
+    let d = Daemon::start("", &job_toml("ledger", &db, &[], &extra));
 
     let epoch = Instant::now();
     let stop = Arc::new(AtomicBool::new(false));
@@ -163,7 +174,8 @@ fn snapshot_under_concurrent_writes_is_consistent_and_does_not_stall_the_writer(
     let id = out.json()["id"].as_str().unwrap().to_owned();
     let archive = d.paths.archive("ledger", &id);
     let extracted = short_tempdir("coffer-x-");
-    coffer_tests::extract_archive(&archive, extracted.path());
+    let manifest = coffer_tests::extract_archive(&archive, extracted.path());
+    assert_eq!(manifest["source"]["snapshot-method"], method);
     let snapshot = Connection::open(extracted.path().join("db/ledger.db")).unwrap();
     let check: String = snapshot
         .query_row("PRAGMA integrity_check", [], |r| r.get(0))

@@ -11,11 +11,40 @@
 //! - [`catalog`]: the catalog is rebuilt from the backup directory; leftovers are swept.
 //! - [`consistency`]: a snapshot taken under concurrent writes is consistent and does
 //!   not stall the writer.
+//! - [`daemon_ops`]: systemd notifications, SIGTERM during a backup, SIGHUP reloads.
+//! - [`access`]: who may do what over the socket (uids, groups; root only).
+//! - [`monitoring`]: health with an external gRPC client, metrics through a real
+//!   Prometheus parser, the audit log.
+//! - [`hooks`]: hook commands, their environment, failures and timeouts.
+//! - [`restore`]: in-place and `--to` restores, one part only, failures that change
+//!   nothing (hook, database in use, rolled-back swap, no `--yes`), restore hooks.
+//! - [`corruption`]: flipped bytes, truncation, lying sidecars and re-packed archives
+//!   are detected; `verify --deep` checks the database.
+//! - [`hostile`]: crafted archives (`..`, absolute paths, escaping symlinks, links,
+//!   devices, unlisted entries...) are refused on upload and on restore.
+//! - [`transfer`]: download and upload.
+//! - [`schedule`]: cron runs with retention and a pin, skipped overlapping fires,
+//!   catch-up at start-up, next and last runs in `jobs`/`status`.
+//! - [`retention`]: `prune --dry-run` changes nothing, `prune` removes what it said;
+//!   pins survive prunes and catalog rebuilds; the newest is always kept.
+//! - [`disk`]: a small backup filesystem (tmpfs; root only): refused runs,
+//!   `min-free-space`, a disk filling up mid-archive.
 
 // Test helpers outside `#[test]` functions panic on failure by design.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod access;
 mod backup;
 mod catalog;
 mod consistency;
+mod corruption;
+mod daemon_ops;
+mod disk;
 mod errors;
+mod hooks;
+mod hostile;
+mod monitoring;
+mod restore;
+mod retention;
+mod schedule;
+mod transfer;
