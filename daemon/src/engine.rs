@@ -523,6 +523,8 @@ impl Engine {
             .filter(|i| i.metadata.is_file())
             .map(|i| i.metadata.len())
             .sum();
+        // An estimate, not a bound: content is counted uncompressed, tar headers and
+        // the manifest (which compress to little) are not.
         check_space(job, &[(&paths.dir, media_bytes)])?;
         let total = done + media_bytes;
         let mut tick = ticker(&mut *progress, &mut done, total);
@@ -930,7 +932,7 @@ fn check_space(job: &JobConfig, needs: &[(&Path, u64)]) -> Result<(), Error> {
         let free = fsutil::free_space(dir).map_err(Error::io("cannot read the free space of", dir))?;
         if free < need.saturating_add(job.min_free_space) {
             return Err(Error::NoSpace(format!(
-                "not enough free space for a backup of job '{}': {} has {} free, the backup needs up to {} and min-free-space is {}",
+                "not enough free space for a backup of job '{}': {} has {} free, the backup needs about {} and min-free-space is {}",
                 job.name,
                 dir.display(),
                 bytes(free),

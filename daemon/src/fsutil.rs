@@ -110,6 +110,11 @@ impl Cleanup {
         self.paths.push(path.into());
     }
 
+    /// The paths removed on drop.
+    pub fn paths(&self) -> &[PathBuf] {
+        &self.paths
+    }
+
     /// Keeps `path` after all (it was committed).
     pub fn keep(&mut self, path: &Path) {
         self.paths.retain(|p| p != path);

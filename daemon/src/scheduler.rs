@@ -29,15 +29,21 @@ const ACTOR: &str = "scheduler";
 /// The longest single sleep; the clock is re-read after each.
 const MAX_SLEEP: Duration = Duration::from_secs(60);
 
-/// Starts one task per scheduled job. They stop when `stop` is cancelled.
-pub fn start(engine: &Arc<Engine>, tasks: &TaskTracker, stop: &CancellationToken) {
+/// Starts one task per scheduled job. The tasks stop firing when `stop` is cancelled
+/// (a reload replaces them); runs they started are cancelled only by `shutdown`, so
+/// a reload never interrupts a running backup.
+pub fn start(
+    engine: &Arc<Engine>,
+    tasks: &TaskTracker,
+    stop: &CancellationToken,
+    shutdown: &CancellationToken,
+) {
     let config = engine.config();
     for job in config.jobs.iter().filter(|j| j.schedule.is_some()) {
-        let engine = engine.clone();
-        let stop = stop.clone();
+        let (engine, stop, shutdown) = (engine.clone(), stop.clone(), shutdown.clone());
         let name = job.name.clone();
         let runs = tasks.clone();
-        tasks.spawn(async move { job_loop(engine, name, stop, runs).await });
+        tasks.spawn(async move { job_loop(engine, name, stop, shutdown, runs).await });
     }
 }
 
@@ -46,7 +52,13 @@ pub fn missed_fire(prev_fire: Option<DateTime<Utc>>, newest_backup: i64) -> bool
     prev_fire.is_some_and(|prev| newest_backup < prev.timestamp())
 }
 
-async fn job_loop(engine: Arc<Engine>, name: String, stop: CancellationToken, runs: TaskTracker) {
+async fn job_loop(
+    engine: Arc<Engine>,
+    name: String,
+    stop: CancellationToken,
+    shutdown: CancellationToken,
+    runs: TaskTracker,
+) {
     let Some(schedule) = engine.config().job(&name).and_then(|j| j.schedule.clone()) else {
         return;
     };
@@ -60,7 +72,7 @@ async fn job_loop(engine: Arc<Engine>, name: String, stop: CancellationToken, ru
         match newest {
             Ok(Ok(newest)) if missed_fire(schedule.prev_at_or_before(Utc::now()), newest) => {
                 tracing::info!(job = name, "a scheduled backup was missed; catching up now");
-                fire(&engine, &name, &stop).await;
+                fire(&engine, &name, &shutdown).await;
             }
             Ok(Ok(_)) => {}
             Ok(Err(e)) => tracing::error!(job = name, "cannot check for missed backups: {e}"),
@@ -89,8 +101,8 @@ async fn job_loop(engine: Arc<Engine>, name: String, stop: CancellationToken, ru
         // fire a recorded skip rather than a delay. After a suspend, slots that passed
         // meanwhile are not replayed: the next one is computed from now.
         after = next.max(Utc::now());
-        let (engine, job_name, stop_run) = (engine.clone(), name.clone(), stop.clone());
-        runs.spawn(async move { fire(&engine, &job_name, &stop_run).await });
+        let (engine, job_name, shutdown) = (engine.clone(), name.clone(), shutdown.clone());
+        runs.spawn(async move { fire(&engine, &job_name, &shutdown).await });
     }
 }
 

@@ -107,6 +107,9 @@ fn open_catalog(config: &Config) -> anyhow::Result<Catalog> {
     {
         tracing::info!(path = %path.display(), "removed a leftover of an interrupted run");
     }
+    for id in crate::restore::recover(&daemon.state_dir).context("cannot recover an interrupted restore")? {
+        tracing::info!(id, "recovered an interrupted in-place restore");
+    }
     let catalog = Catalog::open(&daemon.state_dir.join("catalog.db"))?;
     catalog.fail_interrupted_runs(chrono::Utc::now().timestamp())?;
     let report = catalog.reconcile(&daemon.backup_dir)?;
@@ -171,7 +174,7 @@ impl Live {
                     self.engine.set_config(new);
                     self.scheduler.cancel();
                     self.scheduler = self.shutdown.child_token();
-                    crate::scheduler::start(&self.engine, &self.tasks, &self.scheduler);
+                    crate::scheduler::start(&self.engine, &self.tasks, &self.scheduler, &self.shutdown);
                     self.engine.changed.notify_one();
                     Ok(())
                 }
@@ -252,7 +255,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     );
 
     let scheduler = shutdown.child_token();
-    crate::scheduler::start(&engine, &tasks, &scheduler);
+    crate::scheduler::start(&engine, &tasks, &scheduler, &shutdown);
     notify::spawn_watchdog(&tasks, shutdown.clone());
 
     let service = CofferServer::new(CofferService::new(

@@ -182,7 +182,7 @@ fn a_backup_that_cannot_fit_is_refused_up_front() {
     let job_dir = tmpfs.path().join("app");
     for part in [
         format!("{} has {} free", job_dir.display(), bytes(free)),
-        format!("the backup needs up to {}", bytes(db_size)),
+        format!("the backup needs about {}", bytes(db_size)),
         "min-free-space is 0 B".to_owned(),
     ] {
         assert!(
@@ -271,7 +271,7 @@ fn full_disk(test: &str) -> Option<FullDisk> {
             fs::write(sub.join(format!("f{file:03}")), rng.bytes(16)).unwrap();
         }
     }
-    // What the daemon will estimate: its snapshot (VACUUM INTO, as ours) plus media.
+    // The most the space checks ask for: the snapshot (VACUUM INTO, as ours) plus media.
     let copy = data.path().join("copy.db");
     Connection::open(&db)
         .unwrap()
