@@ -41,6 +41,22 @@ pub fn timestamp(unix: i64) -> String {
         .unwrap_or_else(|| "-".to_owned())
 }
 
+/// An error's sentence followed by each of its sources that the text does not
+/// already contain, joined with ": ". How every Coffer error is shown to a person.
+pub fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(s) = source {
+        let part = s.to_string();
+        if !text.contains(&part) {
+            text.push_str(": ");
+            text.push_str(&part);
+        }
+        source = s.source();
+    }
+    text
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -61,6 +77,25 @@ mod tests {
         assert_eq!(duration(Duration::from_secs(245)), "4m 05s");
         assert_eq!(duration(Duration::from_secs(7380)), "2h 03m");
         assert_eq!(duration(Duration::from_secs(3 * 86400 + 4 * 3600)), "3d 04h");
+    }
+
+    #[test]
+    fn error_chains_name_each_cause_once() {
+        #[derive(Debug, thiserror::Error)]
+        #[error("cannot write the archive /x: {0}")]
+        struct Repeats(#[source] std::io::Error);
+        #[derive(Debug, thiserror::Error)]
+        #[error("cannot write the archive /x")]
+        struct Hides(#[source] std::io::Error);
+        let io = || std::io::Error::other("No space left on device");
+        assert_eq!(
+            error_chain(&Repeats(io())),
+            "cannot write the archive /x: No space left on device"
+        );
+        assert_eq!(
+            error_chain(&Hides(io())),
+            "cannot write the archive /x: No space left on device"
+        );
     }
 
     #[test]

@@ -91,17 +91,7 @@ impl Error {
     /// The error's sentence followed by each of its sources not already in it: what
     /// clients see and what runs record.
     pub fn describe(&self) -> String {
-        let mut text = self.to_string();
-        let mut source = std::error::Error::source(self);
-        while let Some(s) = source {
-            let part = s.to_string();
-            if !text.contains(&part) {
-                text.push_str(": ");
-                text.push_str(&part);
-            }
-            source = s.source();
-        }
-        text
+        coffer_common::format::error_chain(self)
     }
 
     pub(crate) fn io(what: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> Error {

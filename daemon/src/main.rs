@@ -87,7 +87,7 @@ fn main() -> ExitCode {
     let config = match Config::load(&args.config) {
         Ok(config) => config,
         Err(e) => {
-            eprintln!("cofferd: {}", chain(&e));
+            eprintln!("cofferd: {}", coffer_common::format::error_chain(&e));
             return ExitCode::from(2);
         }
     };
@@ -115,15 +115,4 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
-}
-
-/// An error and its sources, each once.
-fn chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(s) = source {
-        text = format!("{text}: {s}");
-        source = s.source();
-    }
-    text
 }

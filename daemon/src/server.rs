@@ -181,7 +181,7 @@ impl Live {
             },
             Ok(Err(e)) => Err(format!(
                 "the new config is invalid ({}); the old one stays in force",
-                chain(&e)
+                coffer_common::format::error_chain(&e)
             )),
             Err(e) => Err(e.to_string()),
         };
@@ -196,16 +196,6 @@ impl Live {
         .await;
         notify::ready("idle");
     }
-}
-
-fn chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(s) = source {
-        text = format!("{text}: {s}");
-        source = s.source();
-    }
-    text
 }
 
 /// Runs the daemon until a shutdown signal.
