@@ -127,31 +127,26 @@ pub fn render(engine: &Engine) -> Result<String, Error> {
     }
     let (removed, verify_failures) =
         engine.counters(|c| (c.retention_removed.clone(), c.verify_failures.clone()));
-    let mut f = Family::new(
-        &mut out,
-        "coffer_retention_removed_total",
-        "counter",
-        "Backups removed by retention since cofferd started.",
-    );
-    for job in &config.jobs {
-        f.sample(
+    for (name, help, counts) in [
+        (
             "coffer_retention_removed_total",
-            &[("job", &job.name)],
-            removed.get(&job.name).copied().unwrap_or(0),
-        );
-    }
-    let mut f = Family::new(
-        &mut out,
-        "coffer_verify_failures_total",
-        "counter",
-        "Failed verifications since cofferd started.",
-    );
-    for job in &config.jobs {
-        f.sample(
+            "Backups removed by retention since cofferd started.",
+            &removed,
+        ),
+        (
             "coffer_verify_failures_total",
-            &[("job", &job.name)],
-            verify_failures.get(&job.name).copied().unwrap_or(0),
-        );
+            "Failed verifications since cofferd started.",
+            &verify_failures,
+        ),
+    ] {
+        let mut f = Family::new(&mut out, name, "counter", help);
+        for job in &config.jobs {
+            f.sample(
+                name,
+                &[("job", &job.name)],
+                counts.get(&job.name).copied().unwrap_or(0),
+            );
+        }
     }
     let free = crate::fsutil::free_space(&config.daemon.backup_dir).unwrap_or(0);
     Family::new(

@@ -164,6 +164,9 @@ fn open_source(
     let conn = Connection::open_with_flags(path, flags)
         .map_err(|e| SnapshotError::from_sqlite(path, busy_timeout, e))?;
     let guard = BusyGuard::install(busy_timeout, cancel);
+    // Lets a shutdown interrupt a long statement; SQLite calls this every N VM steps.
+    let token = cancel.clone();
+    conn.progress_handler(10_000, Some(move || token.is_cancelled()));
     conn.busy_handler(Some(busy_wait))
         .map_err(|e| SnapshotError::from_sqlite(path, busy_timeout, e))?;
     Ok((conn, guard))
@@ -192,16 +195,23 @@ fn source_info(conn: &Connection, path: &Path) -> rusqlite::Result<SourceInfo> {
     info
 }
 
-/// Checks that `path` can be snapshotted: it exists and is a non-empty SQLite
-/// database. Cheap; used for health and before a run.
-pub fn probe(path: &Path, busy_timeout: Duration) -> Result<SourceInfo, SnapshotError> {
-    let (conn, _busy) = open_source(path, busy_timeout, &CancellationToken::new())?;
-    let info = source_info(&conn, path).map_err(|e| SnapshotError::from_sqlite(path, busy_timeout, e))?;
+/// Refuses a database with no pages: a 0-byte file is a valid empty database to
+/// SQLite, but for a backup job it almost always means a wrong path.
+fn non_empty(info: &SourceInfo, path: &Path) -> Result<(), SnapshotError> {
     if info.page_count == 0 {
         return Err(SnapshotError::Empty {
             path: path.to_owned(),
         });
     }
+    Ok(())
+}
+
+/// Checks that `path` can be snapshotted: it exists and is a non-empty SQLite
+/// database. Cheap; used for health and before a run.
+pub fn probe(path: &Path, busy_timeout: Duration) -> Result<SourceInfo, SnapshotError> {
+    let (conn, _busy) = open_source(path, busy_timeout, &CancellationToken::new())?;
+    let info = source_info(&conn, path).map_err(|e| SnapshotError::from_sqlite(path, busy_timeout, e))?;
+    non_empty(&info, path)?;
     Ok(info)
 }
 
@@ -216,14 +226,7 @@ pub fn vacuum_into(
     let (conn, _busy) = open_source(source, busy_timeout, cancel)?;
     let err = |e| SnapshotError::from_sqlite(source, busy_timeout, e);
     let info = source_info(&conn, source).map_err(err)?;
-    if info.page_count == 0 {
-        return Err(SnapshotError::Empty {
-            path: source.to_owned(),
-        });
-    }
-    // Lets a shutdown interrupt a long copy; SQLite calls this every N VM steps.
-    let token = cancel.clone();
-    conn.progress_handler(10_000, Some(move || token.is_cancelled()));
+    non_empty(&info, source)?;
     let dest_text = dest.to_str().ok_or_else(|| SnapshotError::Check {
         path: dest.to_owned(),
         message: "staging path is not valid UTF-8".into(),
@@ -256,16 +259,10 @@ impl PageStream {
     ) -> Result<PageStream, SnapshotError> {
         let (conn, busy) = open_source(source, busy_timeout, cancel)?;
         let err = |e| SnapshotError::from_sqlite(source, busy_timeout, e);
-        let token = cancel.clone();
-        conn.progress_handler(10_000, Some(move || token.is_cancelled()));
         // BEGIN is deferred: the first read takes the snapshot.
         conn.execute_batch("BEGIN").map_err(err)?;
         let info = read_info(&conn, source, METHOD_PAGE_STREAM).map_err(err)?;
-        if info.page_count == 0 {
-            return Err(SnapshotError::Empty {
-                path: source.to_owned(),
-            });
-        }
+        non_empty(&info, source)?;
         run_check(&conn, source, false)?;
         Ok(PageStream {
             conn,
