@@ -98,7 +98,12 @@ enum Command {
         force: bool,
     },
     /// Upload an archive; the daemon verifies it fully before cataloguing it.
-    Upload { file: PathBuf },
+    Upload {
+        file: PathBuf,
+        /// File it under this configured job (default: the job in its manifest).
+        #[arg(long)]
+        job: Option<String>,
+    },
     /// Nagios-style health check (exit 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN).
     Health { job: Option<String> },
     /// Prometheus metrics (text exposition).
@@ -311,8 +316,8 @@ async fn run(cli: Cli) -> Result<()> {
             let done = transfer::download(&mut c, &id, &file, force).await?;
             output::downloaded(&done, &file, json);
         }
-        Command::Upload { file } => {
-            let backup = transfer::upload(&mut c, &file).await?;
+        Command::Upload { file, job } => {
+            let backup = transfer::upload(&mut c, &file, job.as_deref()).await?;
             output::created(&backup, json);
         }
         Command::Health { .. } => {} // answered above, before connecting

@@ -134,7 +134,7 @@ async fn receive(c: &mut Client, id: &str, partial: &Path) -> Result<Downloaded>
 }
 
 /// Uploads `file`; returns the catalogued backup.
-pub async fn upload(c: &mut Client, file: &Path) -> Result<proto::Backup> {
+pub async fn upload(c: &mut Client, file: &Path, job: Option<&str>) -> Result<proto::Backup> {
     let mut input = tokio::fs::File::open(file)
         .await
         .map_err(|e| Failure::usage(format!("cannot open {}: {e}", file.display())))?;
@@ -142,6 +142,7 @@ pub async fn upload(c: &mut Client, file: &Path) -> Result<proto::Backup> {
     let progress = bar(size, &format!("uploading {}", file.display()));
     let (tx, rx) = tokio::sync::mpsc::channel::<proto::UploadChunk>(4);
     let name = file.display().to_string();
+    let mut job = job.unwrap_or_default().to_owned();
     let reader = tokio::spawn(async move {
         let mut sent = 0u64;
         loop {
@@ -156,7 +157,14 @@ pub async fn upload(c: &mut Client, file: &Path) -> Result<proto::Backup> {
             if let Some(bar) = &progress {
                 bar.set_position(sent);
             }
-            if tx.send(proto::UploadChunk { data }).await.is_err() {
+            if tx
+                .send(proto::UploadChunk {
+                    data,
+                    job: std::mem::take(&mut job),
+                })
+                .await
+                .is_err()
+            {
                 return Ok(());
             }
         }

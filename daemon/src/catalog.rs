@@ -184,7 +184,7 @@ impl Catalog {
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
             params![
                 sidecar.manifest.id,
-                sidecar.manifest.job,
+                sidecar.job(),
                 created_at,
                 sidecar.size as i64,
                 sidecar.sha256,
@@ -510,7 +510,7 @@ impl Catalog {
                     continue;
                 }
                 match read_sidecar(&paths.sidecar) {
-                    Ok(sidecar) if sidecar.manifest.id == id && sidecar.manifest.job == job => {
+                    Ok(sidecar) if sidecar.manifest.id == id && sidecar.job() == job => {
                         self.insert_backup(&sidecar)?;
                         report.added.push(id.to_owned());
                     }

@@ -560,6 +560,7 @@ impl Engine {
             note: note.to_owned(),
             protected: false,
             duration_ms: clock.elapsed().as_millis() as u64,
+            filed_under: None,
         };
         write_sidecar(&paths.sidecar, &sidecar)?;
         cleanup.add(&paths.sidecar);
@@ -779,11 +780,13 @@ impl Engine {
 
     /// Catalogs an uploaded archive (already written to `partial` inside the backup
     /// dir) after verifying it as `verify --deep` does: every entry against its
-    /// manifest, then SQLite's integrity and foreign-key checks on the database. The
-    /// archive's job must be configured here.
+    /// manifest, then SQLite's integrity and foreign-key checks on the database. It is
+    /// filed under its manifest's job, or under `job` when given (the sidecar records
+    /// that); that job must be configured here.
     pub fn catalog_upload(
         &self,
         partial: &Path,
+        job: Option<&str>,
         cancel: &CancellationToken,
         progress: Progress<'_>,
     ) -> Result<BackupRecord, Error> {
@@ -832,16 +835,20 @@ impl Engine {
             "integrity and foreign-key check of the database",
         ));
         snapshot::check(&db, true)?;
-        if config.job(&manifest.job).is_none() {
-            return Err(Error::InvalidArgument(format!(
-                "the uploaded archive belongs to job '{}', which is not configured here",
-                manifest.job
-            )));
+        let filed_under = job.filter(|j| *j != manifest.job).map(str::to_owned);
+        let job = filed_under.as_deref().unwrap_or(&manifest.job);
+        if config.job(job).is_none() {
+            return Err(Error::InvalidArgument(match &filed_under {
+                Some(job) => format!("there is no job named '{job}' to file the upload under"),
+                None => format!(
+                    "the uploaded archive belongs to job '{job}', which is not configured here; name a configured job with --job"
+                ),
+            }));
         }
         if self.catalog.id_exists(&manifest.id)? {
             return Err(Error::AlreadyExists(manifest.id));
         }
-        let paths = BackupPaths::new(&config.daemon.backup_dir, &manifest.job, &manifest.id);
+        let paths = BackupPaths::new(&config.daemon.backup_dir, job, &manifest.id);
         std::fs::create_dir_all(&paths.dir)
             .map_err(Error::io("cannot create the backup directory", &paths.dir))?;
         let sidecar = Sidecar {
@@ -851,6 +858,7 @@ impl Engine {
             note: "uploaded".into(),
             protected: false,
             duration_ms: 0,
+            filed_under,
         };
         write_sidecar(&paths.sidecar, &sidecar)?;
         cleanup.add(&paths.sidecar);

@@ -121,6 +121,16 @@ pub struct Sidecar {
     /// Milliseconds the backup took.
     #[serde(default)]
     pub duration_ms: u64,
+    /// The job an uploaded archive was filed under, when not its manifest's job.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub filed_under: Option<String>,
+}
+
+impl Sidecar {
+    /// The job this backup belongs to here.
+    pub fn job(&self) -> &str {
+        self.filed_under.as_deref().unwrap_or(&self.manifest.job)
+    }
 }
 
 impl Manifest {

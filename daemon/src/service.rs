@@ -650,7 +650,11 @@ impl CofferService {
         let io_err = |e: std::io::Error| Status::internal(format!("cannot store the upload: {e}"));
         let mut file = tokio::fs::File::create_new(&partial).await.map_err(io_err)?;
         let mut received = 0u64;
+        let mut job = String::new();
         while let Some(chunk) = stream.message().await? {
+            if job.is_empty() {
+                job = chunk.job;
+            }
             received += chunk.data.len() as u64;
             if received > limit {
                 return Err(Status::resource_exhausted(format!(
@@ -666,7 +670,8 @@ impl CofferService {
         let cancel = self.shutdown.child_token();
         let path = partial.clone();
         let backup = blocking(move || {
-            let record = engine.catalog_upload(&path, &cancel, &mut |_| {})?;
+            let job = (!job.is_empty()).then_some(job.as_str());
+            let record = engine.catalog_upload(&path, job, &cancel, &mut |_| {})?;
             Ok(backup_message(&record, &engine.config().daemon.backup_dir))
         })
         .await?;

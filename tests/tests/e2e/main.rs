@@ -29,6 +29,8 @@
 //!   pins survive prunes and catalog rebuilds; the newest is always kept.
 //! - [`disk`]: a small backup filesystem (tmpfs; root only): refused runs,
 //!   `min-free-space`, a disk filling up mid-archive.
+//! - [`systemd`]: the shipped units pass `systemd-analyze verify` and score ≤ 2.5 on
+//!   `systemd-analyze security` (skipped when systemd's tools cannot be installed).
 
 // Test helpers outside `#[test]` functions panic on failure by design.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -47,4 +49,5 @@ mod monitoring;
 mod restore;
 mod retention;
 mod schedule;
+mod systemd;
 mod transfer;

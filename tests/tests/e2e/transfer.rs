@@ -144,6 +144,28 @@ fn upload_into_a_fresh_daemon_round_trips() {
         files_under(&third.paths.backup_dir)
     );
     assert_no_upload_leftovers(&third);
+
+    // Filed under another configured job with --job: listed there, kept there by a
+    // catalog rebuild, and restorable.
+    let mut third = third;
+    let filed = third.ctl_json(&["upload", file.to_str().unwrap(), "--job", "other"]);
+    assert_eq!(str_of(&filed, "id"), id);
+    assert_eq!(str_of(&filed, "job"), "other");
+    assert!(third.paths.archive("other", &id).is_file());
+    assert_eq!(list_ids(&third), std::slice::from_ref(&id));
+    third.stop();
+    for name in ["catalog.db", "catalog.db-wal", "catalog.db-shm"] {
+        let _ = fs::remove_file(third.paths.state_dir.join(name));
+    }
+    third.start_again();
+    let rebuilt = third.list(Some("other"));
+    assert_eq!(rebuilt.len(), 1, "{rebuilt:?}");
+    assert_eq!(str_of(&rebuilt[0], "job"), "other");
+    let drill = third_dir.path().join("drill");
+    third.ctl_json(&["restore", "other:latest", "--to", drill.to_str().unwrap()]);
+    assert_same_db(&saved_db, &drill.join("db/app.db"));
+    let nowhere = third.ctl(&["upload", file.to_str().unwrap(), "--job", "nope"]);
+    assert_error_sentence(&nowhere, 2, "there is no job named 'nope'");
 }
 
 #[test]

@@ -1,0 +1,40 @@
+//! The shipped systemd units: `systemd/check.sh` runs `systemd-analyze verify` on
+//! `cofferd.service` + `cofferd.socket` (and with the example drop-in) and
+//! `systemd-analyze security --offline=true`, failing above an exposure of 2.5. The
+//! script installs systemd's tools with apt when they are missing, and says SKIP when
+//! it cannot; this test then skips with that reason.
+
+use std::path::Path;
+use std::process::Command;
+
+use coffer_tests::cofferd_bin;
+
+#[test]
+fn units_verify_and_exposure_is_at_most_2_5() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let out = Command::new("bash")
+        .arg(root.join("systemd/check.sh"))
+        .env("COFFERD_BIN", cofferd_bin())
+        .output()
+        .expect("bash runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    if let Some(line) = stdout
+        .lines()
+        .chain(stderr.lines())
+        .find(|l| l.starts_with("SKIP:"))
+    {
+        eprintln!("SKIPPED units_verify_and_exposure_is_at_most_2_5: {line}");
+        return;
+    }
+    assert!(out.status.success(), "check.sh failed:\n{stdout}\n{stderr}");
+    assert!(stdout.contains("PASS: systemd-analyze verify"), "{stdout}");
+    let score = stdout
+        .lines()
+        .filter_map(|l| l.strip_prefix("PASS: exposure "))
+        .filter_map(|rest| rest.split_whitespace().next()?.parse::<f64>().ok())
+        .next()
+        .unwrap_or_else(|| panic!("no exposure score in:\n{stdout}"));
+    assert!(score <= 2.5, "exposure {score} > 2.5");
+    eprintln!("systemd-analyze security exposure: {score}");
+}
