@@ -26,6 +26,7 @@ BASELINE_ONLY=0      # skip everything that needs the Coffer binaries
 FSYNC_BASELINE=0     # make the baseline fsync its output (cofferd fsyncs its archive)
 KEEP=0               # keep archives and restored trees at the end
 STRICT=0             # exit 3 if a target is missed
+METHOD=vacuum-into   # cofferd's snapshot-method
 
 usage() {
     cat <<EOF
@@ -44,6 +45,7 @@ Usage: bash bench/run.sh [options]
   --fsync-baseline   the baseline fsyncs what it writes, like cofferd does
   --keep             keep archives and restored trees in the work dir
   --strict           exit 3 if a target in bench/README.md is missed
+  --snapshot-method M  cofferd's snapshot method: vacuum-into (default) or page-stream
   -h, --help         this text
 
 Environment:
@@ -77,6 +79,7 @@ while [[ $# -gt 0 ]]; do
         --fsync-baseline) FSYNC_BASELINE=1; shift ;;
         --keep)      KEEP=1; shift ;;
         --strict)    STRICT=1; shift ;;
+        --snapshot-method) need_value "$@"; METHOD=$2; shift 2 ;;
         -h|--help)   usage; exit 0 ;;
         *)           usage >&2; die "unknown argument: $1" ;;
     esac
@@ -309,6 +312,7 @@ media = [$(toml_str "$MEDIA")]
 schedule = "manual"
 compression-level = 3
 verify-after-backup = false
+snapshot-method = "$METHOD"
 min-free-space = "0B"
 EOF
     log "starting cofferd (config $C/cofferd.toml)"
@@ -524,7 +528,7 @@ if [[ -n $(git -C "$REPO_ROOT" status --porcelain 2>/dev/null | head -n 1) ]]; t
     echo "| zstd | $(zstd --version | sed 's/^\*\*\* //; s/ \*\*\*$//') |"
     echo "| tar | $(tar --version | head -n 1) |"
     echo "| coffer | $coffer_version, commit $git_rev |"
-    echo "| rounds | $ROUNDS per operation, median reported; baseline fsync: $([[ $FSYNC_BASELINE -eq 1 ]] && echo yes || echo no) |"
+    echo "| rounds | $ROUNDS per operation, median reported; baseline fsync: $([[ $FSYNC_BASELINE -eq 1 ]] && echo yes || echo no); cofferd snapshot-method: $METHOD |"
     echo
     echo "| operation | baseline (s) | coffer (s) | ratio (coffer/baseline) | archive size baseline vs coffer | cofferd peak RSS (MiB) | cofferd idle RSS (MiB) |"
     echo "|---|---:|---:|---:|---|---:|---:|"

@@ -449,22 +449,76 @@ impl Engine {
             .map_err(archive_err)?;
         let mut done = 0u64;
 
+        let mut skipped = 0u64;
         progress(Event::new(
             "snapshot",
             format!("snapshot of {}", job.database.display()),
         ));
         let db_clock = Instant::now();
-        let source = match job.snapshot_method {
+        let (source, media_ms) = match job.snapshot_method {
             SnapshotMethod::VacuumInto => {
+                // SQLite copies on one core; the media are compressed meanwhile on the
+                // others, once the copy's read transaction has begun (the snapshot
+                // point), so the archive holds media first, then the database.
                 let snapshot_path = staging.join(db_name);
-                let source = snapshot::vacuum_into(&job.database, &snapshot_path, job.busy_timeout, cancel)?;
+                let started = snapshot::Started::default();
+                let (source, media_ms) = std::thread::scope(|scope| -> Result<_, Error> {
+                    let vacuum = scope.spawn(|| {
+                        snapshot::vacuum_into(
+                            &job.database,
+                            &snapshot_path,
+                            job.busy_timeout,
+                            cancel,
+                            &started,
+                        )
+                    });
+                    started.wait();
+                    let join = |handle: std::thread::ScopedJoinHandle<'_, Result<_, SnapshotError>>| {
+                        handle
+                            .join()
+                            .map_err(|_| Error::Internal("the snapshot thread panicked".into()))?
+                            .map_err(Error::from)
+                    };
+                    if vacuum.is_finished() {
+                        // It failed before copying (missing, locked, not a database),
+                        // or the database was tiny: nothing to overlap.
+                        let source = join(vacuum)?;
+                        let media_ms = self.archive_media(
+                            job,
+                            &paths,
+                            &mut writer,
+                            &mut done,
+                            &mut skipped,
+                            db_size,
+                            cancel,
+                            progress,
+                        )?;
+                        return Ok((source, media_ms));
+                    }
+                    let media = self.archive_media(
+                        job,
+                        &paths,
+                        &mut writer,
+                        &mut done,
+                        &mut skipped,
+                        db_size,
+                        cancel,
+                        progress,
+                    );
+                    let source = join(vacuum);
+                    Ok((source?, media?))
+                })?;
+                if cancel.is_cancelled() {
+                    return Err(Error::Cancelled);
+                }
                 let meta = std::fs::metadata(&snapshot_path)
                     .map_err(Error::io("cannot read the snapshot", &snapshot_path))?;
-                let mut tick = ticker(&mut *progress, &mut done, meta.len());
+                let total = done + meta.len();
+                let mut tick = ticker(&mut *progress, &mut done, total);
                 writer
                     .add_file(&db_entry, &snapshot_path, &meta, &mut tick)
                     .map_err(archive_err)?;
-                source
+                (source, media_ms)
             }
             SnapshotMethod::PageStream => {
                 let stream = snapshot::PageStream::open(&job.database, job.busy_timeout, cancel)?;
@@ -472,8 +526,10 @@ impl Engine {
                 let meta = std::fs::metadata(&job.database)
                     .map_err(Error::io("cannot stat the database", &job.database))?;
                 let mut tick = ticker(&mut *progress, &mut done, stream.size());
-                writer
-                    .add_stream(&db_entry, &mut stream.reader(), stream.size(), &meta, &mut tick)
+                stream
+                    .with_reader(|reader| {
+                        writer.add_stream(&db_entry, reader, stream.size(), &meta, &mut tick)
+                    })?
                     .map_err(|source| match source {
                         // A page that could not be read is a snapshot failure.
                         ArchiveError::Write(e) if e.kind() == std::io::ErrorKind::Other => {
@@ -481,51 +537,25 @@ impl Engine {
                         }
                         source => archive_err(source),
                     })?;
+                drop(tick);
                 let info = stream.info.clone();
                 stream.finish()?;
-                info
+                // Media after the database: files the snapshot refers to are there.
+                let media_ms = self.archive_media(
+                    job,
+                    &paths,
+                    &mut writer,
+                    &mut done,
+                    &mut skipped,
+                    0,
+                    cancel,
+                    progress,
+                )?;
+                (info, media_ms)
             }
         };
-        let db_ms = db_clock.elapsed().as_millis() as u64;
-        if cancel.is_cancelled() {
-            return Err(Error::Cancelled);
-        }
-
-        // Media after the database: files the snapshot refers to are already there.
-        progress(Event::new("media", "walking media directories"));
-        let media_clock = Instant::now();
-        let mut media = Vec::with_capacity(job.media.len());
-        let mut skipped = 0u64;
-        for (index, root) in job.media.iter().enumerate() {
-            let (items, left_out) = archive::walk_media(index, root).map_err(|source| Error::Archive {
-                context: format!("cannot read media directory {}", root.display()),
-                source,
-            })?;
-            for s in &left_out {
-                tracing::warn!(job = job.name, path = %s.path.display(), "not backed up: {}", s.why);
-            }
-            skipped += left_out.len() as u64;
-            media.push(items);
-        }
-        let media_bytes: u64 = media
-            .iter()
-            .flatten()
-            .filter(|i| i.metadata.is_file())
-            .map(|i| i.metadata.len())
-            .sum();
-        // An estimate, not a bound: content is counted uncompressed, tar headers and
-        // the manifest (which compress to little) are not.
-        check_space(job, &[(&paths.dir, media_bytes)])?;
-        let total = done + media_bytes;
-        let mut tick = ticker(&mut *progress, &mut done, total);
-        for item in media.iter().flatten() {
-            if cancel.is_cancelled() {
-                return Err(Error::Cancelled);
-            }
-            writer.add_media_item(item, &mut tick).map_err(archive_err)?;
-        }
-        drop(tick);
-        let media_ms = media_clock.elapsed().as_millis() as u64;
+        let db_ms = db_clock.elapsed().as_millis() as u64 - media_ms;
+        let total = done;
         writer.count_skipped(skipped);
         let manifest = Manifest {
             format_version: FORMAT_VERSION,
@@ -549,7 +579,6 @@ impl Engine {
             bytes = total,
             "archive written"
         );
-        drop(media);
 
         // The sidecar goes first: a crash before the archive's rename leaves an orphan
         // sidecar (swept by reconcile), never an archive the catalog cannot rebuild.
@@ -580,6 +609,64 @@ impl Engine {
         cleanup.keep(&paths.archive);
         cleanup.keep(&paths.sidecar);
         self.get(&id)
+    }
+
+    /// Walks the job's media directories and adds them to the archive; call only
+    /// after the snapshot point (files the snapshot refers to exist by then).
+    /// `other_bytes` is what else the archive will hold, for progress. Returns the
+    /// milliseconds it took.
+    #[allow(clippy::too_many_arguments)]
+    fn archive_media(
+        &self,
+        job: &JobConfig,
+        paths: &BackupPaths,
+        writer: &mut ArchiveWriter,
+        done: &mut u64,
+        skipped: &mut u64,
+        other_bytes: u64,
+        cancel: &CancellationToken,
+        progress: Progress<'_>,
+    ) -> Result<u64, Error> {
+        let clock = Instant::now();
+        progress(Event::new("media", "walking media directories"));
+        let mut media = Vec::with_capacity(job.media.len());
+        for (index, root) in job.media.iter().enumerate() {
+            let (items, left_out) = archive::walk_media(index, root).map_err(|source| Error::Archive {
+                context: format!("cannot read media directory {}", root.display()),
+                source,
+            })?;
+            for s in &left_out {
+                tracing::warn!(job = job.name, path = %s.path.display(), "not backed up: {}", s.why);
+            }
+            *skipped += left_out.len() as u64;
+            media.push(items);
+        }
+        let media_bytes: u64 = media
+            .iter()
+            .flatten()
+            .filter(|i| i.metadata.is_file())
+            .map(|i| i.metadata.len())
+            .sum();
+        // An estimate, not a bound: content is counted uncompressed, tar headers and
+        // the manifest (which compress to little) are not.
+        check_space(job, &[(&paths.dir, media_bytes)])?;
+        let total = *done + media_bytes + other_bytes;
+        let mut tick = ticker(progress, done, total);
+        for item in media.iter().flatten() {
+            if cancel.is_cancelled() {
+                return Err(Error::Cancelled);
+            }
+            writer
+                .add_media_item(item, &mut tick)
+                .map_err(|source| match source {
+                    ArchiveError::Cancelled => Error::Cancelled,
+                    source => Error::Archive {
+                        context: format!("cannot write the archive {}", paths.archive.display()),
+                        source,
+                    },
+                })?;
+        }
+        Ok(clock.elapsed().as_millis() as u64)
     }
 
     /// Looks a backup up by exact id.

@@ -11,6 +11,7 @@
 
 use std::cell::RefCell;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use rusqlite::{Connection, ErrorCode, OpenFlags};
@@ -23,6 +24,9 @@ pub const METHOD_VACUUM_INTO: &str = "vacuum-into";
 
 /// The method recorded for snapshots streamed page by page ([`PageStream`]).
 pub const METHOD_PAGE_STREAM: &str = "page-stream";
+
+/// SQLite VM instructions between progress-handler calls (cancellation checks).
+const PROGRESS_OPS: i32 = 10_000;
 
 /// How a job's database is snapshotted (`snapshot-method`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -44,9 +48,6 @@ impl SnapshotMethod {
         }
     }
 }
-
-/// Pages fetched per query while streaming.
-const PAGES_PER_BATCH: u64 = 64;
 
 /// Why a snapshot or check failed.
 #[derive(Debug, thiserror::Error)]
@@ -166,7 +167,7 @@ fn open_source(
     let guard = BusyGuard::install(busy_timeout, cancel);
     // Lets a shutdown interrupt a long statement; SQLite calls this every N VM steps.
     let token = cancel.clone();
-    conn.progress_handler(10_000, Some(move || token.is_cancelled()));
+    conn.progress_handler(PROGRESS_OPS, Some(move || token.is_cancelled()));
     conn.busy_handler(Some(busy_wait))
         .map_err(|e| SnapshotError::from_sqlite(path, busy_timeout, e))?;
     Ok((conn, guard))
@@ -215,15 +216,59 @@ pub fn probe(path: &Path, busy_timeout: Duration) -> Result<SourceInfo, Snapshot
     Ok(info)
 }
 
+/// Fires once a snapshot's read transaction has begun (or the snapshot ended), so
+/// work that must come after the snapshot point can run while the copy goes on.
+#[derive(Debug, Clone, Default)]
+pub struct Started(Arc<(Mutex<bool>, Condvar)>);
+
+impl Started {
+    fn signal(&self) {
+        let (flag, cond) = &*self.0;
+        *flag.lock().unwrap_or_else(|p| p.into_inner()) = true;
+        cond.notify_all();
+    }
+
+    /// Blocks until [`Started::signal`].
+    pub fn wait(&self) {
+        let (flag, cond) = &*self.0;
+        let mut started = flag.lock().unwrap_or_else(|p| p.into_inner());
+        while !*started {
+            started = cond.wait(started).unwrap_or_else(|p| p.into_inner());
+        }
+    }
+}
+
+/// Signals [`Started`] when dropped, so a failed snapshot never leaves a waiter.
+struct SignalOnDrop<'a>(&'a Started);
+
+impl Drop for SignalOnDrop<'_> {
+    fn drop(&mut self) {
+        self.0.signal();
+    }
+}
+
 /// Takes a consistent copy of `source` into `dest` (which must not exist) with
-/// `VACUUM INTO`, then runs `PRAGMA quick_check` on the copy.
+/// `VACUUM INTO`, then runs `PRAGMA quick_check` on the copy. `started` fires when
+/// the copy's read transaction has begun: SQLite's progress handler first runs
+/// inside the copying statements, after `VACUUM INTO` opened that transaction (the
+/// `ATTACH` before it is far shorter than the handler's interval).
 pub fn vacuum_into(
     source: &Path,
     dest: &Path,
     busy_timeout: Duration,
     cancel: &CancellationToken,
+    started: &Started,
 ) -> Result<SourceInfo, SnapshotError> {
+    let _signal = SignalOnDrop(started);
     let (conn, _busy) = open_source(source, busy_timeout, cancel)?;
+    let (token, signal) = (cancel.clone(), started.clone());
+    conn.progress_handler(
+        PROGRESS_OPS,
+        Some(move || {
+            signal.signal();
+            token.is_cancelled()
+        }),
+    );
     let err = |e| SnapshotError::from_sqlite(source, busy_timeout, e);
     let info = source_info(&conn, source).map_err(err)?;
     non_empty(&info, source)?;
@@ -277,14 +322,24 @@ impl PageStream {
         self.info.page_size * self.info.page_count
     }
 
-    /// Reads the pages in order.
-    pub fn reader(&self) -> PageReader<'_> {
-        PageReader {
+    /// Calls `f` with a reader of all pages in order. One sequential scan of
+    /// `sqlite_dbpage` (its only index is an equality on `pgno`, so range queries would
+    /// rescan), read through a statement that lives for the call.
+    pub fn with_reader<T>(&self, f: impl FnOnce(&mut dyn std::io::Read) -> T) -> Result<T, SnapshotError> {
+        let sql = |e| SnapshotError::from_sqlite(&self.path, Duration::ZERO, e);
+        let mut stmt = self
+            .conn
+            .prepare("SELECT pgno, data FROM sqlite_dbpage")
+            .map_err(sql)?;
+        let rows = stmt.query([]).map_err(sql)?;
+        let mut reader = PageReader {
             stream: self,
+            rows,
             next: 1,
             buf: Vec::new(),
             pos: 0,
-        }
+        };
+        Ok(f(&mut reader))
     }
 
     /// Ends the read transaction.
@@ -295,65 +350,56 @@ impl PageStream {
     }
 }
 
-/// `Read` over a [`PageStream`]'s pages, fetched in batches.
-pub struct PageReader<'a> {
+/// `Read` over a [`PageStream`]'s pages; checks that they come in order and whole.
+struct PageReader<'a> {
     stream: &'a PageStream,
+    rows: rusqlite::Rows<'a>,
     next: u64,
     buf: Vec<u8>,
     pos: usize,
 }
 
 impl PageReader<'_> {
-    fn fetch(&mut self) -> std::io::Result<()> {
+    /// Loads the next page into the buffer; false after the last one.
+    fn fetch(&mut self) -> std::io::Result<bool> {
         let path = &self.stream.path;
-        let sql = |e| std::io::Error::other(SnapshotError::from_sqlite(path, Duration::ZERO, e).to_string());
         let info = &self.stream.info;
-        let end = (self.next + PAGES_PER_BATCH).min(info.page_count + 1);
-        let mut stmt = self
-            .stream
-            .conn
-            .prepare_cached(
-                "SELECT pgno, data FROM sqlite_dbpage WHERE pgno >= ?1 AND pgno < ?2 ORDER BY pgno",
-            )
-            .map_err(sql)?;
-        let mut rows = stmt.query([self.next as i64, end as i64]).map_err(sql)?;
-        self.buf.clear();
-        self.pos = 0;
-        let mut expect = self.next;
-        while let Some(row) = rows.next().map_err(sql)? {
-            let pgno: i64 = row.get(0).map_err(sql)?;
-            let data = row
-                .get_ref(1)
-                .map_err(sql)?
-                .as_blob()
-                .map_err(|e| sql(e.into()))?;
-            if pgno as u64 != expect || data.len() as u64 != info.page_size {
-                return Err(std::io::Error::other(format!(
-                    "page {expect} of {} could not be read",
-                    path.display()
-                )));
-            }
-            self.buf.extend_from_slice(data);
-            expect += 1;
+        let sql = |e| std::io::Error::other(SnapshotError::from_sqlite(path, Duration::ZERO, e).to_string());
+        if self.next > info.page_count {
+            return Ok(false);
         }
-        if expect != end {
+        let Some(row) = self.rows.next().map_err(sql)? else {
             return Err(std::io::Error::other(format!(
-                "page {expect} of {} is missing",
+                "page {} of {} is missing",
+                self.next,
+                path.display()
+            )));
+        };
+        let pgno: i64 = row.get(0).map_err(sql)?;
+        let data = row
+            .get_ref(1)
+            .map_err(sql)?
+            .as_blob()
+            .map_err(|e| sql(e.into()))?;
+        if pgno as u64 != self.next || data.len() as u64 != info.page_size {
+            return Err(std::io::Error::other(format!(
+                "page {} of {} could not be read",
+                self.next,
                 path.display()
             )));
         }
-        self.next = end;
-        Ok(())
+        self.buf.clear();
+        self.buf.extend_from_slice(data);
+        self.pos = 0;
+        self.next += 1;
+        Ok(true)
     }
 }
 
 impl std::io::Read for PageReader<'_> {
     fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
-        if self.pos == self.buf.len() {
-            if self.next > self.stream.info.page_count {
-                return Ok(0);
-            }
-            self.fetch()?;
+        if self.pos == self.buf.len() && !self.fetch()? {
+            return Ok(0);
         }
         let n = out.len().min(self.buf.len() - self.pos);
         out[..n].copy_from_slice(&self.buf[self.pos..self.pos + n]);
@@ -446,7 +492,14 @@ mod tests {
         let src = dir.path().join("app.db");
         make_db(&src, true);
         let dest = dir.path().join("copy.db");
-        let info = vacuum_into(&src, &dest, Duration::from_secs(1), &CancellationToken::new()).unwrap();
+        let info = vacuum_into(
+            &src,
+            &dest,
+            Duration::from_secs(1),
+            &CancellationToken::new(),
+            &Started::default(),
+        )
+        .unwrap();
         assert_eq!(info.user_version, 7);
         assert_eq!(info.application_id, 42);
         assert_eq!(info.journal_mode, "wal");
@@ -464,7 +517,7 @@ mod tests {
         let cancel = CancellationToken::new();
         let t = Duration::from_millis(100);
         let missing = dir.path().join("missing.db");
-        let err = vacuum_into(&missing, &dir.path().join("a"), t, &cancel).unwrap_err();
+        let err = vacuum_into(&missing, &dir.path().join("a"), t, &cancel, &Started::default()).unwrap_err();
         assert!(matches!(err, SnapshotError::Missing { .. }), "{err}");
         assert!(!missing.exists(), "a missing database must not be created");
 
@@ -474,7 +527,7 @@ mod tests {
             "this is not a database, just some text that is long enough",
         )
         .unwrap();
-        let err = vacuum_into(&text, &dir.path().join("b"), t, &cancel).unwrap_err();
+        let err = vacuum_into(&text, &dir.path().join("b"), t, &cancel, &Started::default()).unwrap_err();
         assert_eq!(
             err.to_string(),
             format!("{} is not an SQLite database", text.display())
@@ -482,7 +535,7 @@ mod tests {
 
         let empty = dir.path().join("empty.db");
         std::fs::write(&empty, "").unwrap();
-        let err = vacuum_into(&empty, &dir.path().join("c"), t, &cancel).unwrap_err();
+        let err = vacuum_into(&empty, &dir.path().join("c"), t, &cancel, &Started::default()).unwrap_err();
         assert!(matches!(err, SnapshotError::Empty { .. }), "{err}");
     }
 
@@ -498,6 +551,7 @@ mod tests {
             &dir.path().join("x"),
             Duration::from_millis(200),
             &CancellationToken::new(),
+            &Started::default(),
         )
         .unwrap_err();
         assert!(matches!(err, SnapshotError::Locked { .. }), "{err}");
@@ -515,7 +569,10 @@ mod tests {
         let writer = Connection::open(&src).unwrap();
         writer.execute("INSERT INTO t(v) VALUES ('late')", []).unwrap();
         let mut bytes = Vec::new();
-        stream.reader().read_to_end(&mut bytes).unwrap();
+        stream
+            .with_reader(|r| r.read_to_end(&mut bytes))
+            .unwrap()
+            .unwrap();
         assert_eq!(bytes.len() as u64, stream.size());
         assert_eq!(stream.info.snapshot_method, METHOD_PAGE_STREAM);
         stream.finish().unwrap();

@@ -71,17 +71,19 @@ fn backup_round_trip_with_plain_tar_and_zstd() {
     );
     let archive = d.paths.archive("app", &id);
 
-    // Entry order: the database first, then media/0, the manifest last.
+    // Entry order (vacuum-into): media/0 first — compressed while SQLite copies the
+    // database — then the database, the manifest last.
     let entries = archive_entries(&archive);
     assert!(entries.len() > 3, "{entries:?}");
-    assert_eq!(entries[0].path, "db/app.db");
-    assert_eq!(entries[0].kind, tar::EntryType::Regular);
     assert_eq!(entries.last().unwrap().path, "manifest.json");
-    let media_entries = &entries[1..entries.len() - 1];
+    let db = &entries[entries.len() - 2];
+    assert_eq!(db.path, "db/app.db");
+    assert_eq!(db.kind, tar::EntryType::Regular);
+    let media_entries = &entries[..entries.len() - 2];
     for e in media_entries {
         assert!(
             e.path == "media/0" || e.path.starts_with("media/0/"),
-            "unexpected entry {} between db and manifest",
+            "unexpected entry {} before the database",
             e.path
         );
     }
