@@ -560,7 +560,6 @@ mod tests {
 
     #[test]
     fn page_stream_yields_a_consistent_copy_while_a_writer_commits() {
-        use std::io::Read;
         let dir = tempfile::tempdir().unwrap();
         let src = dir.path().join("app.db");
         make_db(&src, true);
