@@ -43,6 +43,9 @@ pub fn timestamp(unix: i64) -> String {
 
 /// An error's sentence followed by each of its sources that the text does not
 /// already contain, joined with ": ". How every Coffer error is shown to a person.
+/// Control characters (from a file name in an archive, an id in a request, a tar
+/// header's raw bytes) are escaped, so the text stays one line and cannot drive the
+/// reader's terminal.
 pub fn error_chain(error: &dyn std::error::Error) -> String {
     let mut text = error.to_string();
     let mut source = error.source();
@@ -53,6 +56,18 @@ pub fn error_chain(error: &dyn std::error::Error) -> String {
             text.push_str(&part);
         }
         source = s.source();
+    }
+    if text.contains(char::is_control) {
+        text = text
+            .chars()
+            .map(|c| {
+                if c.is_control() {
+                    c.escape_default().to_string()
+                } else {
+                    c.to_string()
+                }
+            })
+            .collect();
     }
     text
 }
@@ -96,6 +111,12 @@ mod tests {
             error_chain(&Hides(io())),
             "cannot write the archive /x: No space left on device"
         );
+    }
+
+    #[test]
+    fn error_chains_escape_control_characters() {
+        let e = std::io::Error::other("bad name 'a\nb\u{1b}[2J'");
+        assert_eq!(error_chain(&e), "bad name 'a\\nb\\u{1b}[2J'");
     }
 
     #[test]

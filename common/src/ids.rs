@@ -56,7 +56,14 @@ pub fn split_backup_id(id: &str) -> Option<(&str, DateTime<Utc>)> {
         _ => (id, None),
     };
     let (job, stamp) = rest.rsplit_once('-')?;
-    if !is_valid_job_name(job) || stamp.len() != 16 {
+    // Exactly yyyymmddThhmmssZ: chrono alone would also take signs and whitespace.
+    let canonical = stamp.len() == 16
+        && stamp.bytes().enumerate().all(|(i, b)| match i {
+            8 => b == b'T',
+            15 => b == b'Z',
+            _ => b.is_ascii_digit(),
+        });
+    if !is_valid_job_name(job) || !canonical {
         return None;
     }
     let at = chrono::NaiveDateTime::parse_from_str(stamp, ID_TIME_FORMAT).ok()?;
@@ -148,6 +155,7 @@ mod tests {
         assert_eq!(split_backup_id("app-20261323T020005Z"), None);
         assert_eq!(split_backup_id("../etc-20261123T020005Z"), None);
         assert_eq!(split_backup_id("app"), None);
+        assert_eq!(split_backup_id("app-\t0260101T000000Z"), None);
     }
 
     #[test]

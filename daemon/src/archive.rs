@@ -651,8 +651,17 @@ pub fn read_archive(
                     return Err(invalid(format!("entry '{}' is a hard link", path.escape_debug())));
                 }
                 other => {
+                    let what = match other {
+                        tar::EntryType::Char => "a character device".to_owned(),
+                        tar::EntryType::Block => "a block device".to_owned(),
+                        tar::EntryType::Fifo => "a fifo".to_owned(),
+                        tar::EntryType::GNUSparse => "a sparse file".to_owned(),
+                        // Named by its type byte: `{other:?}` would print Rust's
+                        // `__Nonexhaustive(..)` for unknown types.
+                        t => format!("of tar type '{}'", t.as_byte().escape_ascii()),
+                    };
                     return Err(invalid(format!(
-                        "entry '{}' has type {other:?}; only files, directories and symlinks are allowed",
+                        "entry '{}' is {what}; only files, directories and symlinks are allowed",
                         path.escape_debug()
                     )));
                 }
