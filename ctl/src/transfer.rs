@@ -70,13 +70,15 @@ pub async fn download(c: &mut Client, id: &str, file: &Path, force: bool) -> Res
     let result = receive(c, id, &partial).await;
     match result {
         Ok(done) => {
-            tokio::fs::rename(&partial, file).await.map_err(|e| {
-                failed(format!(
+            if let Err(e) = tokio::fs::rename(&partial, file).await {
+                // E.g. FILE is a directory (--force): no full copy left behind.
+                let _ = tokio::fs::remove_file(&partial).await;
+                return Err(failed(format!(
                     "cannot rename {} to {}: {e}",
                     partial.display(),
                     file.display()
-                ))
-            })?;
+                )));
+            }
             Ok(done)
         }
         Err(e) => {

@@ -147,7 +147,14 @@ const BACKUP_COLUMNS: &str =
 /// The catalog database.
 pub struct Catalog {
     conn: Mutex<Connection>,
+    /// Ends of runs the database could not take (its disk was full): retried before
+    /// every later catalog operation, and read in place of their rows meanwhile, so a
+    /// run never stays `running` after it ended.
+    unrecorded: Mutex<Vec<RunRecord>>,
 }
+
+const UPDATE_RUN: &str =
+    "UPDATE runs SET status = ?2, finished_at = ?3, error = ?4, backup_id = ?5, bytes = ?6 WHERE id = ?1";
 
 impl Catalog {
     /// Opens (creating if needed) the catalog at `path`.
@@ -167,12 +174,55 @@ impl Catalog {
         conn.execute_batch(SCHEMA).map_err(open_err)?;
         Ok(Catalog {
             conn: Mutex::new(conn),
+            unrecorded: Mutex::new(Vec::new()),
         })
     }
 
     fn conn(&self) -> MutexGuard<'_, Connection> {
         // A panic while holding the lock cannot leave SQLite inconsistent.
-        self.conn.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        let conn = self.conn.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        self.unrecorded().retain(|r| {
+            conn.execute(
+                UPDATE_RUN,
+                params![
+                    r.id,
+                    r.status,
+                    r.finished_at,
+                    r.error,
+                    r.backup_id,
+                    r.bytes as i64
+                ],
+            )
+            .is_err()
+        });
+        conn
+    }
+
+    fn unrecorded(&self) -> MutexGuard<'_, Vec<RunRecord>> {
+        self.unrecorded
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// `found` (a row of `job`'s runs of `kind`), or a newer unrecorded run end that
+    /// `wanted` accepts.
+    fn with_unrecorded(
+        &self,
+        found: Option<RunRecord>,
+        job: &str,
+        kind: &str,
+        wanted: impl Fn(&RunRecord) -> bool,
+    ) -> Option<RunRecord> {
+        let pending = self
+            .unrecorded()
+            .iter()
+            .filter(|r| r.job == job && r.kind == kind && wanted(r))
+            .max_by_key(|r| r.id)
+            .cloned();
+        match (found, pending) {
+            (Some(f), Some(p)) if p.id < f.id => Some(f),
+            (found, pending) => pending.or(found),
+        }
     }
 
     /// Adds a backup from its sidecar.
@@ -304,10 +354,28 @@ impl Catalog {
         backup_id: &str,
         bytes: u64,
     ) -> Result<(), CatalogError> {
-        self.conn().execute(
-            "UPDATE runs SET status = ?2, finished_at = ?3, error = ?4, backup_id = ?5, bytes = ?6 WHERE id = ?1",
+        let conn = self.conn();
+        let updated = conn.execute(
+            UPDATE_RUN,
             params![run, status, finished_at, error, backup_id, bytes as i64],
-        )?;
+        );
+        if let Err(e) = updated {
+            // Kept to be written later (see `unrecorded`).
+            if let Ok(mut record) = conn.query_row(
+                "SELECT id, job, kind, status, started_at, finished_at, error, backup_id, bytes
+                 FROM runs WHERE id = ?1",
+                [run],
+                run_row,
+            ) {
+                record.status = status.to_owned();
+                record.finished_at = finished_at;
+                record.error = error.to_owned();
+                record.backup_id = backup_id.to_owned();
+                record.bytes = bytes;
+                self.unrecorded().push(record);
+            }
+            return Err(e.into());
+        }
         Ok(())
     }
 
@@ -326,7 +394,7 @@ impl Catalog {
 
     /// The newest run of `job` of `kind` (any status).
     pub fn last_run(&self, job: &str, kind: &str) -> Result<Option<RunRecord>, CatalogError> {
-        Ok(self
+        let found = self
             .conn()
             .query_row(
                 "SELECT id, job, kind, status, started_at, finished_at, error, backup_id, bytes
@@ -334,7 +402,8 @@ impl Catalog {
                 params![job, kind],
                 run_row,
             )
-            .optional()?)
+            .optional()?;
+        Ok(self.with_unrecorded(found, job, kind, |_| true))
     }
 
     /// The newest finished runs of `job`, newest first.
@@ -351,7 +420,7 @@ impl Catalog {
     /// The newest finished (succeeded or failed) backup run of `job`: what its health
     /// is judged by. Skipped and cancelled runs say nothing about the backups.
     pub fn last_finished_backup_run(&self, job: &str) -> Result<Option<RunRecord>, CatalogError> {
-        Ok(self
+        let found = self
             .conn()
             .query_row(
                 "SELECT id, job, kind, status, started_at, finished_at, error, backup_id, bytes
@@ -360,12 +429,15 @@ impl Catalog {
                 [job],
                 run_row,
             )
-            .optional()?)
+            .optional()?;
+        Ok(self.with_unrecorded(found, job, "backup", |r| {
+            matches!(r.status.as_str(), "succeeded" | "failed")
+        }))
     }
 
     /// The newest successful backup run of `job`.
     pub fn last_successful_backup_run(&self, job: &str) -> Result<Option<RunRecord>, CatalogError> {
-        Ok(self
+        let found = self
             .conn()
             .query_row(
                 "SELECT id, job, kind, status, started_at, finished_at, error, backup_id, bytes
@@ -374,7 +446,8 @@ impl Catalog {
                 [job],
                 run_row,
             )
-            .optional()?)
+            .optional()?;
+        Ok(self.with_unrecorded(found, job, "backup", |r| r.status == "succeeded"))
     }
 
     /// Number of runs per (job, kind, status), for metrics.

@@ -105,7 +105,8 @@ impl Error {
             Error::NoSpace(_) => true,
             Error::Archive { source, .. } => source.is_disk_full(),
             Error::Io { source, .. } => source.raw_os_error() == Some(nix::libc::ENOSPC),
-            Error::Snapshot(SnapshotError::Sqlite { source, .. }) => {
+            Error::Snapshot(SnapshotError::Sqlite { source, .. })
+            | Error::Catalog(CatalogError::Sqlite(source)) => {
                 source.sqlite_error_code() == Some(rusqlite::ErrorCode::DiskFull)
             }
             _ => false,
@@ -602,7 +603,11 @@ impl Engine {
             progress(Event::new("verify", "verifying the new archive"));
             let record = self.get(&id)?;
             if let Err(e) = self.verify_record(&record, false, cancel, progress) {
-                self.catalog.remove_backup(&id)?;
+                // The files go (Cleanup); a row that cannot be dropped now (full disk)
+                // is dropped by reconcile at the next start, its archive being gone.
+                if let Err(drop) = self.catalog.remove_backup(&id) {
+                    tracing::error!(id, "cannot drop the row of the unverified backup: {drop}");
+                }
                 return Err(e);
             }
         }
@@ -860,8 +865,15 @@ impl Engine {
                 e.describe()
             }
         };
-        self.catalog
-            .set_verified(&record.id, Utc::now().timestamp(), &verdict)?;
+        // The verdict stands even when the catalog cannot record it (a full disk):
+        // the archive was read either way, and failing here would make
+        // verify-after-backup throw away a good backup.
+        if let Err(e) = self
+            .catalog
+            .set_verified(&record.id, Utc::now().timestamp(), &verdict)
+        {
+            tracing::warn!(id = record.id, "cannot record the verification result: {e}");
+        }
         result
     }
 

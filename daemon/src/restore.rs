@@ -772,6 +772,17 @@ fn restore_to(
             std::fs::create_dir_all(dir).map_err(Error::io("cannot create", dir))?;
             cleanup.add(dir);
         }
+        // A file, or a path under one, or one too long: the caller's mistake, said
+        // without echoing a path that may be megabytes long.
+        Err(e) if e.kind() == std::io::ErrorKind::NotADirectory => {
+            return Err(Error::InvalidArgument(format!(
+                "{} is not a directory; restore into a new or empty directory",
+                dir.display()
+            )));
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::InvalidFilename => {
+            return Err(Error::InvalidArgument("the --to path is too long".into()));
+        }
         Err(e) => return Err(Error::io("cannot read", dir)(e)),
     }
     let stage = dir.join(".coffer-restore");

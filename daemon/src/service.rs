@@ -66,8 +66,23 @@ pub fn status_of(error: Error) -> Status {
         } => Code::FailedPrecondition,
         _ => Code::Internal,
     };
-    Status::new(code, error.describe())
+    let mut message = error.describe();
+    // A request's odd value is echoed in its error (an unknown job name of a megabyte):
+    // cut it, or the status header is too large for HTTP/2 and the client sees only
+    // "h2 protocol error".
+    if message.len() > MAX_STATUS_MESSAGE {
+        let cut = (0..=MAX_STATUS_MESSAGE)
+            .rev()
+            .find(|&i| message.is_char_boundary(i))
+            .unwrap_or(0);
+        message.truncate(cut);
+        message.push_str("...");
+    }
+    Status::new(code, message)
 }
+
+/// The longest error message sent to a client, in bytes.
+const MAX_STATUS_MESSAGE: usize = 1024;
 
 impl From<Error> for Status {
     fn from(error: Error) -> Status {

@@ -5,6 +5,8 @@
 //!   `cofferd` on a socket there, waits until it accepts connections, runs `cofferctl`
 //!   against it ([`Daemon::ctl`], [`Daemon::ctl_json`]) and stops it with SIGTERM on
 //!   drop. The daemon's stderr goes to a file ([`Daemon::log`]).
+//!   [`Daemon::relocate`] moves its state and backup dirs, e.g. onto a [`Tmpfs`]
+//!   (a size-limited filesystem; root only, otherwise the test skips).
 //! - [`App`] is an application's data: a SQLite database ([`make_app_db`]) and a media
 //!   tree ([`make_media`]) with the awkward cases (symlink, empty file, non-ASCII name,
 //!   modes 0600/0755), and [`job_toml`] turns it into a `[[job]]` section.
@@ -335,6 +337,83 @@ pub fn job_toml(name: &str, database: &Path, media: &[&Path], extra: &str) -> St
     text
 }
 
+/// Whether this process runs as root (from /proc: the tests forbid unsafe code).
+pub fn is_root() -> bool {
+    fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("Uid:"))
+                .and_then(|l| l.split_whitespace().nth(2).map(|euid| euid == "0"))
+        })
+        .unwrap_or(false)
+}
+
+/// A size-limited tmpfs mounted on a fresh temporary directory; unmounted on drop.
+/// Declare it before the [`Daemon`] using it, so the daemon stops first.
+pub struct Tmpfs {
+    dir: TempDir,
+}
+
+impl Tmpfs {
+    /// Mounts a tmpfs of `size` (e.g. "2m"); `None` (with `SKIPPED:` and the reason
+    /// printed) when this is not possible here, in which case the test skips.
+    pub fn mount(test: &str, size: &str) -> Option<Tmpfs> {
+        if !is_root() {
+            eprintln!("SKIPPED: {test}: mounting a tmpfs needs root");
+            return None;
+        }
+        let dir = short_tempdir("coffer-tmpfs-");
+        let out = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size},mode=0755"), "tmpfs"])
+            .arg(dir.path())
+            .output();
+        match out {
+            Ok(out) if out.status.success() => Some(Tmpfs { dir }),
+            Ok(out) => {
+                eprintln!(
+                    "SKIPPED: {test}: cannot mount a tmpfs: {}",
+                    String::from_utf8_lossy(&out.stderr).trim()
+                );
+                None
+            }
+            Err(e) => {
+                eprintln!("SKIPPED: {test}: cannot run mount: {e}");
+                None
+            }
+        }
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Bytes available on the tmpfs, as `statvfs` reports them.
+    pub fn free(&self) -> u64 {
+        let out = Command::new("stat")
+            .args(["-f", "-c", "%a %S"])
+            .arg(self.path())
+            .output()
+            .expect("cannot run stat");
+        let text = String::from_utf8_lossy(&out.stdout);
+        let mut parts = text.split_whitespace().map(|n| n.parse::<u64>().unwrap());
+        parts.next().unwrap() * parts.next().unwrap()
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let unmounted = Command::new("umount")
+            .arg(self.dir.path())
+            .status()
+            .is_ok_and(|s| s.success());
+        if !unmounted {
+            // Something still has a file open there: detach it anyway.
+            let _ = Command::new("umount").arg("-l").arg(self.dir.path()).status();
+        }
+    }
+}
+
 /// A running (or stopped) `cofferd` on a private socket, state dir and backup dir.
 /// Dropping it stops the daemon with SIGTERM (SIGKILL after [`STOP_TIMEOUT`]) and
 /// removes the directory.
@@ -371,6 +450,27 @@ impl Daemon {
             child: None,
             _dir: dir,
         }
+    }
+
+    /// Moves the state dir (catalog.db, staging/) and the backup dir of a configured,
+    /// not yet started daemon elsewhere (e.g. onto a [`Tmpfs`]).
+    pub fn relocate(mut self, state_dir: &Path, backup_dir: &Path) -> Daemon {
+        assert!(self.child.is_none(), "relocate the daemon before starting it");
+        let mut text = fs::read_to_string(&self.paths.config).expect("cannot read cofferd.toml");
+        let key = |name: &str, p: &Path| format!("{name} = {}", toml_str(&p.display().to_string()));
+        for (name, old, new) in [
+            ("state-dir", &self.paths.state_dir, state_dir),
+            ("backup-dir", &self.paths.backup_dir, backup_dir),
+        ] {
+            let old = key(name, old);
+            assert!(text.contains(&old), "{old} is not in cofferd.toml:\n{text}");
+            text = text.replacen(&old, &key(name, new), 1);
+        }
+        fs::write(&self.paths.config, text).expect("cannot write cofferd.toml");
+        self.paths.state_dir = state_dir.to_owned();
+        self.paths.staging = state_dir.join("staging");
+        self.paths.backup_dir = backup_dir.to_owned();
+        self
     }
 
     /// Starts the configured daemon (see [`Daemon::configure`]).

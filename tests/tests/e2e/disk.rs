@@ -7,91 +7,14 @@
 
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use coffer_common::format::bytes;
 use coffer_tests::{
-    Daemon, Output, Rng, files_under, job_toml, names_in, sha256_file, short_tempdir, toml_str,
+    Daemon, Output, Rng, Tmpfs, files_under, job_toml, names_in, sha256_file, short_tempdir, toml_str,
 };
 use rusqlite::Connection;
 use serde_json::Value;
 use tempfile::TempDir;
-
-/// Whether this process runs as root (from /proc: the tests forbid unsafe code).
-fn is_root() -> bool {
-    fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("Uid:"))
-                .and_then(|l| l.split_whitespace().nth(2).map(|euid| euid == "0"))
-        })
-        .unwrap_or(false)
-}
-
-/// A size-limited tmpfs mounted on a fresh temporary directory; unmounted on drop.
-struct Tmpfs {
-    dir: TempDir,
-}
-
-impl Tmpfs {
-    /// Mounts a tmpfs of `size` (e.g. "2m"); `None` (with the reason printed) when this
-    /// is not possible here, in which case the test skips.
-    fn mount(test: &str, size: &str) -> Option<Tmpfs> {
-        if !is_root() {
-            eprintln!("{test}: skipped: mounting a tmpfs needs root");
-            return None;
-        }
-        let dir = short_tempdir("coffer-tmpfs-");
-        let out = Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={size},mode=0755"), "tmpfs"])
-            .arg(dir.path())
-            .output();
-        match out {
-            Ok(out) if out.status.success() => Some(Tmpfs { dir }),
-            Ok(out) => {
-                eprintln!(
-                    "{test}: skipped: cannot mount a tmpfs: {}",
-                    String::from_utf8_lossy(&out.stderr).trim()
-                );
-                None
-            }
-            Err(e) => {
-                eprintln!("{test}: skipped: cannot run mount: {e}");
-                None
-            }
-        }
-    }
-
-    fn path(&self) -> &Path {
-        self.dir.path()
-    }
-
-    /// Bytes available on the tmpfs, as `statvfs` reports them.
-    fn free(&self) -> u64 {
-        let out = Command::new("stat")
-            .args(["-f", "-c", "%a %S"])
-            .arg(self.path())
-            .output()
-            .expect("cannot run stat");
-        let text = String::from_utf8_lossy(&out.stdout);
-        let mut parts = text.split_whitespace().map(|n| n.parse::<u64>().unwrap());
-        parts.next().unwrap() * parts.next().unwrap()
-    }
-}
-
-impl Drop for Tmpfs {
-    fn drop(&mut self) {
-        let unmounted = Command::new("umount")
-            .arg(self.dir.path())
-            .status()
-            .is_ok_and(|s| s.success());
-        if !unmounted {
-            // Something still has a file open there: detach it anyway.
-            let _ = Command::new("umount").arg("-l").arg(self.dir.path()).status();
-        }
-    }
-}
 
 /// A daemon whose backup dir is `backup_dir` (the state dir and staging stay on the
 /// normal disk, so space checks of the backup dir decide). Declare it after the
