@@ -526,21 +526,49 @@ impl Engine {
                 // Mode, owner and mtime of the live file (a stat, not an open).
                 let meta = std::fs::metadata(&job.database)
                     .map_err(Error::io("cannot stat the database", &job.database))?;
-                let mut tick = ticker(&mut *progress, &mut done, stream.size());
-                stream
-                    .with_reader(|reader| {
-                        writer.add_stream(&db_entry, reader, stream.size(), &meta, &mut tick)
-                    })?
-                    .map_err(|source| match source {
-                        // A page that could not be read is a snapshot failure.
-                        ArchiveError::Write(e) if e.kind() == std::io::ErrorKind::Other => {
-                            Error::Internal(format!("the snapshot of {} failed: {e}", job.database.display()))
-                        }
-                        source => archive_err(source),
-                    })?;
+                let (size, info) = (stream.size(), stream.info.clone());
+                // A page that could not be read is a snapshot failure.
+                let page_err = |e: std::io::Error| {
+                    Error::Internal(format!("the snapshot of {} failed: {e}", job.database.display()))
+                };
+                let mut tick = ticker(&mut *progress, &mut done, size);
+                if info.journal_mode == "wal" {
+                    // Writers do not wait for readers: check and stream in the transaction.
+                    stream.check()?;
+                    stream
+                        .with_reader(|reader| writer.add_stream(&db_entry, reader, size, &meta, &mut tick))?
+                        .map_err(|source| match source {
+                            ArchiveError::Write(e) if e.kind() == std::io::ErrorKind::Other => page_err(e),
+                            source => archive_err(source),
+                        })?;
+                    stream.finish()?;
+                } else {
+                    // Rollback journal: writers wait as long as the read transaction
+                    // lasts. A plain copy to staging ends it many times sooner than
+                    // compressing and hashing would, and the check runs on the copy.
+                    let copy = staging.join(db_name);
+                    check_space(job, &[(&staging, size), (&paths.dir, size)])?;
+                    let file = std::fs::File::create_new(&copy)
+                        .map_err(Error::io("cannot create the snapshot", &copy))?;
+                    let mut out = std::io::BufWriter::with_capacity(1 << 20, file);
+                    stream
+                        .with_reader(|reader| std::io::copy(reader, &mut out))?
+                        .and_then(|_| std::io::Write::flush(&mut out))
+                        .map_err(|e| match e.kind() {
+                            std::io::ErrorKind::Other => page_err(e),
+                            _ => Error::io("cannot write the snapshot", &copy)(e),
+                        })?;
+                    drop(out);
+                    stream.finish()?;
+                    snapshot::check(&copy, false)?;
+                    let file =
+                        std::fs::File::open(&copy).map_err(Error::io("cannot read the snapshot", &copy))?;
+                    let mut reader = std::io::BufReader::with_capacity(1 << 20, file);
+                    writer
+                        .add_stream(&db_entry, &mut reader, size, &meta, &mut tick)
+                        .map_err(archive_err)?;
+                }
                 drop(tick);
-                let info = stream.info.clone();
-                stream.finish()?;
                 // Media after the database: files the snapshot refers to are there.
                 let media_ms = self.archive_media(
                     job,

@@ -285,9 +285,10 @@ pub fn vacuum_into(
 /// A consistent snapshot streamed straight from the live database: one read
 /// transaction is held while the pages are read through the `sqlite_dbpage` virtual
 /// table (as sqlite3_rsync does), so no intermediate copy is written. The snapshot
-/// passes `PRAGMA quick_check` in the same transaction before a page is streamed. In
-/// WAL mode writers keep going; in rollback-journal mode they wait until
-/// [`PageStream::finish`].
+/// must pass [`PageStream::check`] (in the same transaction) before a page is
+/// streamed. In WAL mode writers keep going; in rollback-journal mode they wait until
+/// [`PageStream::finish`], so the engine copies the pages to staging and checks the
+/// copy instead, which ends the transaction sooner.
 pub struct PageStream {
     conn: Connection,
     _busy: BusyGuard,
@@ -296,7 +297,8 @@ pub struct PageStream {
 }
 
 impl PageStream {
-    /// Opens a read transaction on `source`, records its facts and checks it.
+    /// Opens a read transaction on `source` and records its facts. Not checked yet:
+    /// see [`PageStream::check`].
     pub fn open(
         source: &Path,
         busy_timeout: Duration,
@@ -308,13 +310,17 @@ impl PageStream {
         conn.execute_batch("BEGIN").map_err(err)?;
         let info = read_info(&conn, source, METHOD_PAGE_STREAM).map_err(err)?;
         non_empty(&info, source)?;
-        run_check(&conn, source, false)?;
         Ok(PageStream {
             conn,
             _busy: busy,
             path: source.to_owned(),
             info,
         })
+    }
+
+    /// `PRAGMA quick_check` of the snapshot, in its read transaction.
+    pub fn check(&self) -> Result<(), SnapshotError> {
+        run_check(&self.conn, &self.path, false)
     }
 
     /// Bytes the stream yields: page size × page count.
@@ -564,6 +570,7 @@ mod tests {
         let src = dir.path().join("app.db");
         make_db(&src, true);
         let stream = PageStream::open(&src, Duration::from_secs(1), &CancellationToken::new()).unwrap();
+        stream.check().unwrap();
         // A commit after the snapshot was taken must not show up in the stream.
         let writer = Connection::open(&src).unwrap();
         writer.execute("INSERT INTO t(v) VALUES ('late')", []).unwrap();

@@ -8,114 +8,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use coffer_tests::{Daemon, Rng, job_toml, short_tempdir, wait_until};
-use rusqlite::{Connection, TransactionBehavior, params};
+use coffer_tests::ledger::{self, Commit, percentile};
+use coffer_tests::{Daemon, job_toml, short_tempdir, wait_until};
 
-const ACCOUNTS: i64 = 100;
-const START_BALANCE: i64 = 1_000;
 /// Random (incompressible) filler, so that the backup takes a noticeable time.
 const FILLER_ROWS: usize = 640;
-const FILLER_ROW_BYTES: usize = 64 * 1024;
-
-/// One commit of the writer: when it started (since the test's epoch) and how long
-/// the transaction took from BEGIN IMMEDIATE to COMMIT.
-#[derive(Debug, Clone, Copy)]
-struct Commit {
-    start: Duration,
-    latency: Duration,
-}
-
-fn make_ledger(path: &std::path::Path) {
-    let conn = Connection::open(path).unwrap();
-    let mode: String = conn
-        .query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0))
-        .unwrap();
-    assert_eq!(mode, "wal");
-    conn.execute_batch(
-        "CREATE TABLE ledger(id INTEGER PRIMARY KEY, balance INTEGER NOT NULL);
-         CREATE TABLE transfers(id INTEGER PRIMARY KEY, src INTEGER NOT NULL, dst INTEGER NOT NULL,
-                                amount INTEGER NOT NULL);
-         CREATE TABLE filler(id INTEGER PRIMARY KEY, data BLOB NOT NULL);",
-    )
-    .unwrap();
-    let tx = conn.unchecked_transaction().unwrap();
-    for id in 1..=ACCOUNTS {
-        tx.execute(
-            "INSERT INTO ledger(id, balance) VALUES (?1, ?2)",
-            params![id, START_BALANCE],
-        )
-        .unwrap();
-    }
-    let mut rng = Rng::new(0x5EED_0003);
-    {
-        let mut insert = tx.prepare("INSERT INTO filler(data) VALUES (?1)").unwrap();
-        for _ in 0..FILLER_ROWS {
-            insert.execute([rng.bytes(FILLER_ROW_BYTES)]).unwrap();
-        }
-    }
-    tx.commit().unwrap();
-    conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))
-        .unwrap();
-}
-
-/// Moves random amounts between accounts until `stop`, one transaction every ~2 ms.
-fn writer(
-    db: std::path::PathBuf,
-    epoch: Instant,
-    stop: Arc<AtomicBool>,
-    count: Arc<AtomicUsize>,
-) -> Result<Vec<Commit>, String> {
-    let conn = Connection::open(&db).map_err(|e| e.to_string())?;
-    conn.busy_timeout(Duration::from_secs(5))
-        .map_err(|e| e.to_string())?;
-    // What WAL applications typically run with: commits do not fsync, so latency
-    // reflects locking, not the disk.
-    conn.execute_batch("PRAGMA synchronous = NORMAL")
-        .map_err(|e| e.to_string())?;
-    let mut conn = conn;
-    let mut rng = Rng::new(0x5EED_0004);
-    let mut commits = Vec::new();
-    while !stop.load(Ordering::Relaxed) {
-        let src = 1 + rng.below(ACCOUNTS as u64) as i64;
-        let dst = 1 + rng.below(ACCOUNTS as u64) as i64;
-        let amount = 1 + rng.below(50) as i64;
-        let started = Instant::now();
-        let tx = conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)
-            .map_err(|e| format!("BEGIN failed: {e}"))?;
-        tx.execute(
-            "UPDATE ledger SET balance = balance - ?1 WHERE id = ?2",
-            params![amount, src],
-        )
-        .map_err(|e| e.to_string())?;
-        tx.execute(
-            "UPDATE ledger SET balance = balance + ?1 WHERE id = ?2",
-            params![amount, dst],
-        )
-        .map_err(|e| e.to_string())?;
-        tx.execute(
-            "INSERT INTO transfers(src, dst, amount) VALUES (?1, ?2, ?3)",
-            params![src, dst, amount],
-        )
-        .map_err(|e| e.to_string())?;
-        tx.commit().map_err(|e| format!("COMMIT failed: {e}"))?;
-        commits.push(Commit {
-            start: started - epoch,
-            latency: started.elapsed(),
-        });
-        count.fetch_add(1, Ordering::Relaxed);
-        std::thread::sleep(Duration::from_millis(2));
-    }
-    Ok(commits)
-}
-
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    if sorted.is_empty() {
-        return Duration::ZERO;
-    }
-    let index = ((sorted.len() - 1) as f64 * p).round() as usize;
-    sorted[index]
-}
 
 #[test]
 fn snapshot_under_concurrent_writes_is_consistent_and_does_not_stall_the_writer() {
@@ -132,21 +29,20 @@ fn consistent_under_writes(method: &str) {
     let data = short_tempdir("coffer-app-");
     let db = data.path().join("ledger.db");
     let setup = Instant::now();
-    make_ledger(&db);
+    ledger::make(&db, "WAL", FILLER_ROWS);
     eprintln!(
         "ledger with {} MiB of filler made in {:?}",
-        (FILLER_ROWS * FILLER_ROW_BYTES) >> 20,
+        (FILLER_ROWS * ledger::FILLER_ROW_BYTES) >> 20,
         setup.elapsed()
     );
     let extra = format!("busy-timeout = \"10s\"\nsnapshot-method = \"{method}\"");
     let d = Daemon::start("", &job_toml("ledger", &db, &[], &extra));
 
-    let epoch = Instant::now();
     let stop = Arc::new(AtomicBool::new(false));
     let count = Arc::new(AtomicUsize::new(0));
     let handle = {
         let (db, stop, count) = (db.clone(), stop.clone(), count.clone());
-        std::thread::spawn(move || writer(db, epoch, stop, count))
+        std::thread::spawn(move || ledger::writer(&db, 0x5EED_0004, &count, || !stop.load(Ordering::Relaxed)))
     };
     // Let the writer commit a while first: the snapshot must include WAL content, and
     // these commits are the idle baseline.
@@ -154,9 +50,9 @@ fn consistent_under_writes(method: &str) {
         count.load(Ordering::Relaxed) >= 50 || handle.is_finished()
     });
 
-    let backup_start = epoch.elapsed();
+    let backup_start = ledger::now();
     let out = d.ctl(&["--json", "backup", "ledger"]);
-    let backup_end = epoch.elapsed();
+    let backup_end = ledger::now();
     std::thread::sleep(Duration::from_millis(50));
     stop.store(true, Ordering::Relaxed);
     let commits = handle
@@ -176,46 +72,13 @@ fn consistent_under_writes(method: &str) {
     let extracted = short_tempdir("coffer-x-");
     let manifest = coffer_tests::extract_archive(&archive, extracted.path());
     assert_eq!(manifest["source"]["snapshot-method"], method);
-    let snapshot = Connection::open(extracted.path().join("db/ledger.db")).unwrap();
-    let check: String = snapshot
-        .query_row("PRAGMA integrity_check", [], |r| r.get(0))
-        .unwrap();
-    assert_eq!(check, "ok");
-    let (accounts, total): (i64, i64) = snapshot
-        .query_row("SELECT count(*), sum(balance) FROM ledger", [], |r| {
-            Ok((r.get(0)?, r.get(1)?))
-        })
-        .unwrap();
-    assert_eq!(accounts, ACCOUNTS);
-    assert_eq!(
-        total,
-        ACCOUNTS * START_BALANCE,
-        "the snapshot's balances do not add up"
-    );
-    let transfers: i64 = snapshot
-        .query_row("SELECT count(*) FROM transfers", [], |r| r.get(0))
-        .unwrap();
+    let snapshot = ledger::check(&extracted.path().join("db/ledger.db"));
     assert!(
-        transfers >= 50,
-        "the snapshot misses commits made before the backup started ({transfers} transfers)"
+        snapshot.transfers >= 50,
+        "the snapshot misses commits made before the backup started ({} transfers)",
+        snapshot.transfers
     );
-    let disagreeing: i64 = snapshot
-        .query_row(
-            "SELECT count(*) FROM ledger l WHERE l.balance != ?1
-                 + coalesce((SELECT sum(amount) FROM transfers WHERE dst = l.id), 0)
-                 - coalesce((SELECT sum(amount) FROM transfers WHERE src = l.id), 0)",
-            [START_BALANCE],
-            |r| r.get(0),
-        )
-        .unwrap();
-    assert_eq!(
-        disagreeing, 0,
-        "balances disagree with the transfer log in the snapshot"
-    );
-    let filler: i64 = snapshot
-        .query_row("SELECT count(*) FROM filler", [], |r| r.get(0))
-        .unwrap();
-    assert_eq!(filler, FILLER_ROWS as i64);
+    assert_eq!(snapshot.filler, FILLER_ROWS as i64);
 
     // The writer kept going during the backup, without a long stall.
     let (before, during): (Vec<Commit>, Vec<Commit>) = commits
