@@ -13,6 +13,8 @@
 //! - [`odd_requests`]: RPCs with empty, huge and odd ids and paths.
 //! - [`load`]: 50 clients reading while backups run.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod crash;
 mod full_disk;
 mod load;
