@@ -346,7 +346,7 @@ impl Engine {
         };
         let result = hooks::run(job, HookEvent::BeforeBackup, "", "")
             .map_err(|e| Error::Hook(e.to_string()))
-            .and_then(|()| self.take_backup(&config, job, note, cancel, progress));
+            .and_then(|()| self.take_backup(&config, job, note, false, cancel, progress));
         // A run stopped by shutdown is "cancelled", whatever error the interruption
         // surfaced as (an interrupted lock wait looks like a busy database).
         let result = match result {
@@ -399,11 +399,15 @@ impl Engine {
         Err(Error::Internal(format!("no free backup id for job '{job}'")))
     }
 
+    /// Takes one backup. `protected` pins it from the start (the sidecar and row are
+    /// written pinned), so a crash during its verification cannot leave an unpinned
+    /// safety backup that retention would remove.
     pub(crate) fn take_backup(
         &self,
         config: &Config,
         job: &JobConfig,
         note: &str,
+        protected: bool,
         cancel: &CancellationToken,
         progress: Progress<'_>,
     ) -> Result<BackupRecord, Error> {
@@ -616,7 +620,7 @@ impl Engine {
             size,
             sha256,
             note: note.to_owned(),
-            protected: false,
+            protected,
             duration_ms: clock.elapsed().as_millis() as u64,
             filed_under: None,
         };

@@ -436,6 +436,11 @@ pub fn recover(state_dir: &Path) -> std::io::Result<Vec<String>> {
     for entry in entries {
         let path = entry?.path();
         if path.extension().is_none_or(|e| e != "json") {
+            // A rewrite the crash interrupted: the journal it was to replace (if any)
+            // is still beside it and complete, and no step after the write began.
+            if path.to_string_lossy().ends_with(fsutil::PARTIAL_SUFFIX) {
+                fsutil::remove_any(&path)?;
+            }
             continue;
         }
         let record: JournalRecord = match std::fs::read(&path).map(|b| serde_json::from_slice(&b)) {
@@ -628,33 +633,39 @@ impl Engine {
                 job.media.len()
             )));
         }
-        let mut cleanup = Cleanup::new();
-        let stage_dir = |target: &Path| -> Result<PathBuf, Error> {
+        let stage_dir = |target: &Path| -> PathBuf {
             let parent = target.parent().unwrap_or(Path::new("/"));
             let name = target
                 .file_name()
                 .map(|n| n.to_string_lossy().into_owned())
                 .unwrap_or_default();
-            let stage = parent.join(format!(".coffer-restore-{}-{name}", record.id));
-            fsutil::remove_any(&stage).map_err(Error::io("cannot clear the staging directory", &stage))?;
-            std::fs::create_dir(&stage).map_err(Error::io("cannot create the staging directory", &stage))?;
-            Ok(stage)
+            parent.join(format!(".coffer-restore-{}-{name}", record.id))
         };
         let mut layout = Layout::default();
+        let mut stages = Vec::new();
         if only.db() {
-            let stage = stage_dir(&job.database)?;
-            cleanup.add(&stage);
+            let stage = stage_dir(&job.database);
             layout.db = Some(stage.join("db"));
+            stages.push(stage);
         }
         if only.media() {
             for root in &job.media {
-                let stage = stage_dir(root)?;
-                cleanup.add(&stage);
+                let stage = stage_dir(root);
                 layout.media.push(Some(stage.join("root")));
+                stages.push(stage);
             }
         }
 
-        let mut journal = Journal::begin(&self.config().daemon.state_dir, &record.id, cleanup.paths())?;
+        // The journal names the staging directories before they exist, and (declared
+        // before `cleanup`) is removed after them: whenever a crash comes, start-up
+        // finds every staging directory that is left.
+        let mut journal = Journal::begin(&self.config().daemon.state_dir, &record.id, &stages)?;
+        let mut cleanup = Cleanup::new();
+        for stage in &stages {
+            cleanup.add(stage);
+            fsutil::remove_any(stage).map_err(Error::io("cannot clear the staging directory", stage))?;
+            std::fs::create_dir(stage).map_err(Error::io("cannot create the staging directory", stage))?;
+        }
 
         // 1. Extract and verify; nothing live is touched yet.
         let (paths, sidecar) = load_sidecar(record, &self.config().daemon.backup_dir)?;
@@ -678,11 +689,8 @@ impl Engine {
             None
         } else {
             progress(Event::new("safety", "safety backup of the current state"));
-            match self.take_backup(&self.config(), job, "pre-restore", cancel, progress) {
-                Ok(safety) => {
-                    self.set_protected(&safety.id, true)?;
-                    Some(safety.id)
-                }
+            match self.take_backup(&self.config(), job, "pre-restore", true, cancel, progress) {
+                Ok(safety) => Some(safety.id),
                 Err(e) if force => {
                     tracing::warn!(job = job.name, "no safety backup (forced restore): {e}");
                     None
