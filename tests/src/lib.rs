@@ -13,7 +13,8 @@
 //! - [`extract_archive`] and [`archive_entries`] read archives with the `tar` and `zstd`
 //!   crates directly, never with Coffer's own code, as a user restoring by hand would.
 //! - [`table_rows`], [`assert_same_db`] and [`assert_tree_eq`] compare what came out
-//!   with what went in.
+//!   with what went in; [`db_difference`] and [`tree_difference`] say the same without
+//!   panicking, for tests that accept one of several states.
 //!
 //! The binaries are not built by `cargo test`; run `cargo build --workspace --bins`
 //! first. They are found next to the test executable (`target/<profile>/`).
@@ -1244,31 +1245,53 @@ fn schema_of(conn: &Connection) -> Vec<(String, String, String, Option<String>)>
 /// and, table by table (from `sqlite_master`), the same rows in rowid order.
 #[track_caller]
 pub fn assert_same_db(a: &Path, b: &Path) {
+    if let Some(difference) = db_difference(a, b) {
+        panic!("{difference}");
+    }
+}
+
+/// The first difference [`assert_same_db`] would report, or `None` if the databases
+/// agree (for tests that accept one of several states).
+pub fn db_difference(a: &Path, b: &Path) -> Option<String> {
     let (ca, cb) = (open_ro(a), open_ro(b));
     let (sa, sb) = (schema_of(&ca), schema_of(&cb));
-    assert_eq!(
-        sa,
-        sb,
-        "schemas differ between {} and {}",
-        a.display(),
-        b.display()
-    );
+    if sa != sb {
+        return Some(format!(
+            "schemas differ between {} and {}: {sa:?} != {sb:?}",
+            a.display(),
+            b.display()
+        ));
+    }
     for pragma in ["user_version", "application_id"] {
         let get = |c: &Connection| {
             c.query_row(&format!("PRAGMA {pragma}"), [], |r| r.get::<_, i64>(0))
                 .unwrap()
         };
-        assert_eq!(get(&ca), get(&cb), "PRAGMA {pragma} differs");
-    }
-    let tables: Vec<&String> = sa.iter().filter(|s| s.0 == "table").map(|s| &s.1).collect();
-    assert!(!tables.is_empty(), "{} has no tables", a.display());
-    for table in tables {
-        let (ra, rb) = (rows_of(&ca, table), rows_of(&cb, table));
-        assert_eq!(ra.len(), rb.len(), "table {table}: row counts differ");
-        for (i, (x, y)) in ra.iter().zip(&rb).enumerate() {
-            assert_eq!(x, y, "table {table}: row {i} differs");
+        let (x, y) = (get(&ca), get(&cb));
+        if x != y {
+            return Some(format!("PRAGMA {pragma} differs: {x} != {y}"));
         }
     }
+    let tables: Vec<&String> = sa.iter().filter(|s| s.0 == "table").map(|s| &s.1).collect();
+    if tables.is_empty() {
+        return Some(format!("{} has no tables", a.display()));
+    }
+    for table in tables {
+        let (ra, rb) = (rows_of(&ca, table), rows_of(&cb, table));
+        if ra.len() != rb.len() {
+            return Some(format!(
+                "table {table}: row counts differ: {} != {}",
+                ra.len(),
+                rb.len()
+            ));
+        }
+        for (i, (x, y)) in ra.iter().zip(&rb).enumerate() {
+            if x != y {
+                return Some(format!("table {table}: row {i} differs: {x:?} != {y:?}"));
+            }
+        }
+    }
+    None
 }
 
 /// What [`assert_tree_eq`] compares for each path.
@@ -1314,26 +1337,35 @@ fn tree(root: &Path) -> BTreeMap<PathBuf, Node> {
 /// (directories included) and symlink targets. Symlinks are compared, never followed.
 #[track_caller]
 pub fn assert_tree_eq(a: &Path, b: &Path) {
+    if let Some(difference) = tree_difference(a, b) {
+        panic!("{difference}");
+    }
+}
+
+/// The first difference [`assert_tree_eq`] would report, or `None` if the trees
+/// agree (for tests that accept one of several states).
+pub fn tree_difference(a: &Path, b: &Path) -> Option<String> {
     let (ta, tb) = (tree(a), tree(b));
     let names_a: Vec<&PathBuf> = ta.keys().collect();
     let names_b: Vec<&PathBuf> = tb.keys().collect();
-    assert_eq!(
-        names_a,
-        names_b,
-        "{} and {} hold different names",
-        a.display(),
-        b.display()
-    );
-    for (path, node) in &ta {
-        assert_eq!(
-            Some(node),
-            tb.get(path),
-            "{} differs between {} and {}",
-            path.display(),
+    if names_a != names_b {
+        return Some(format!(
+            "{} and {} hold different names: {names_a:?} != {names_b:?}",
             a.display(),
             b.display()
-        );
+        ));
     }
+    ta.iter()
+        .find(|(path, node)| tb.get(*path) != Some(*node))
+        .map(|(path, node)| {
+            format!(
+                "{} differs between {} and {}: {node:?} != {:?}",
+                path.display(),
+                a.display(),
+                b.display(),
+                tb.get(path)
+            )
+        })
 }
 
 /// The comparisons must be able to fail: each one is shown a real difference.
