@@ -502,7 +502,7 @@ fn check_mutated(bytes: &[u8], tally: &Tally) -> TestCaseResult {
 fn mutated_archives() {
     run_archive_cases(
         "mutated archives",
-        150,
+        600,
         prop::collection::vec(mutation(), 1..4),
         |mutations, tally| {
             let mut bytes = valid().bytes.clone();
@@ -520,7 +520,7 @@ fn mutated_archives() {
 fn mutated_tars() {
     run_archive_cases(
         "mutated tars",
-        300,
+        1000,
         prop::collection::vec(mutation(), 1..3),
         |mutations, tally| {
             let mut tar = valid().tar.clone();
@@ -823,7 +823,7 @@ fn random_entry_lists() {
     );
     run_archive_cases(
         "random entry lists",
-        400,
+        1500,
         strategy,
         |(entries, with_manifest, compress), tally| {
             let mut all = entries.clone();
@@ -859,7 +859,7 @@ fn random_entry_lists() {
 #[test]
 fn random_bytes() {
     let strategy = (prop::collection::vec(any::<u8>(), 0..2000), any::<bool>());
-    run_archive_cases("random bytes", 200, strategy, |(bytes, zstd_framed), _| {
+    run_archive_cases("random bytes", 500, strategy, |(bytes, zstd_framed), _| {
         let bytes = if zstd_framed {
             zstd::encode_all(bytes.as_slice(), 1).unwrap()
         } else {
@@ -1066,7 +1066,7 @@ fn same_type(m: &SidecarMutation) -> bool {
 }
 
 proptest! {
-    #![proptest_config(cases(256))]
+    #![proptest_config(cases(512))]
 
     /// Random JSON never panics the sidecar parser; errors are one line.
     #[test]
@@ -1247,7 +1247,7 @@ fn other_type_values(original: &str) -> Vec<&'static str> {
 }
 
 proptest! {
-    #![proptest_config(cases(256))]
+    #![proptest_config(cases(512))]
 
     /// Random text and random bytes.
     #[test]

@@ -13,7 +13,9 @@ use coffer_daemon::restore::{Extractor, Layout};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
-    let Some((&mode, rest)) = data.split_first() else { return };
+    let Some((&mode, rest)) = data.split_first() else {
+        return;
+    };
     let bytes = if mode & 1 == 1 {
         zstd::encode_all(rest, 1).expect("zstd can compress anything")
     } else {
@@ -34,12 +36,19 @@ fuzz_target!(|data: &[u8]| {
     if let Err(e) = result {
         let message = coffer_common::format::error_chain(&e);
         assert!(!message.is_empty(), "empty error message");
-        assert!(!message.contains(char::is_control), "not one printable line: {message:?}");
+        assert!(
+            !message.contains(char::is_control),
+            "not one printable line: {message:?}"
+        );
     }
     let mut names: Vec<_> = std::fs::read_dir(dir.path())
         .expect("list temp dir")
         .map(|e| e.expect("dir entry").file_name())
         .collect();
     names.sort();
-    assert_eq!(names, ["a.tar.zst", "staging"], "something was created outside staging");
+    assert_eq!(
+        names,
+        ["a.tar.zst", "staging"],
+        "something was created outside staging"
+    );
 });
