@@ -35,6 +35,13 @@ pub fn backup_id(job: &str, at: DateTime<Utc>, attempt: u32) -> String {
     }
 }
 
+/// Orders backup ids of equal creation time: by length, then byte-wise, so that the
+/// collision suffixes count up (`app-…Z` < `app-…Z-2` < `app-…Z-9` < `app-…Z-10`). The
+/// catalog's SQL sorts the same way (`length(id)`, then `id`).
+pub fn cmp_ids(a: &str, b: &str) -> std::cmp::Ordering {
+    a.len().cmp(&b.len()).then_with(|| a.cmp(b))
+}
+
 /// Whether `id` has the shape of a backup id (job name, timestamp, optional suffix).
 /// Used to reject hostile ids before they reach a path.
 pub fn is_valid_backup_id(id: &str) -> bool {
@@ -119,6 +126,15 @@ impl IdRef {
 mod tests {
     use super::*;
     use chrono::TimeZone;
+
+    #[test]
+    fn collision_suffixes_order_numerically() {
+        let stamp = Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0).unwrap();
+        let mut ids: Vec<String> = (1..=12).rev().map(|n| backup_id("app", stamp, n)).collect();
+        ids.sort_by(|a, b| cmp_ids(a, b));
+        let expected: Vec<String> = (1..=12).map(|n| backup_id("app", stamp, n)).collect();
+        assert_eq!(ids, expected);
+    }
 
     #[test]
     fn job_names() {

@@ -144,6 +144,10 @@ CREATE TABLE IF NOT EXISTS audit (
 const BACKUP_COLUMNS: &str =
     "id, job, created_at, size, sha256, protected, note, verified_at, verify_result, duration_ms, summary";
 
+/// Newest first; equal times by id descending in the order of
+/// [`coffer_common::ids::cmp_ids`] (length, then bytes: `-10` after `-9`).
+const NEWEST_FIRST: &str = "created_at DESC, length(id) DESC, id DESC";
+
 /// The catalog database.
 pub struct Catalog {
     conn: Mutex<Connection>,
@@ -253,7 +257,7 @@ impl Catalog {
         let conn = self.conn();
         let sql = format!(
             "SELECT {BACKUP_COLUMNS} FROM backups WHERE deleting = 0 AND (?1 IS NULL OR job = ?1)
-             ORDER BY created_at DESC, id DESC"
+             ORDER BY {NEWEST_FIRST}"
         );
         let mut stmt = conn.prepare_cached(&sql)?;
         let rows = stmt.query_map([job], backup_row)?;
@@ -272,7 +276,7 @@ impl Catalog {
         let conn = self.conn();
         let sql = format!(
             "SELECT {BACKUP_COLUMNS} FROM backups WHERE deleting = 0 AND (?1 IS NULL OR job = ?1)
-             ORDER BY created_at DESC, id DESC LIMIT 1"
+             ORDER BY {NEWEST_FIRST} LIMIT 1"
         );
         conn.query_row(&sql, [job], backup_row).optional()?.transpose()
     }

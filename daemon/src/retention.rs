@@ -152,11 +152,15 @@ pub struct Decision {
 
 /// Applies `policy` to `backups`, bucketing times in `tz`.
 ///
-/// Input in any order; output newest first (ties broken by id descending), one Decision per
-/// candidate.
+/// Input in any order; output newest first (ties broken by id descending, in the order of
+/// [`coffer_common::ids::cmp_ids`]), one Decision per candidate.
 pub fn apply(policy: &Policy, tz: Tz, backups: &[Candidate]) -> Vec<Decision> {
     let mut order: Vec<&Candidate> = backups.iter().collect();
-    order.sort_by(|a, b| b.created_at.cmp(&a.created_at).then_with(|| b.id.cmp(&a.id)));
+    order.sort_by(|a, b| {
+        b.created_at
+            .cmp(&a.created_at)
+            .then_with(|| coffer_common::ids::cmp_ids(&b.id, &a.id))
+    });
 
     let mut reasons: Vec<Vec<String>> = vec![Vec::new(); order.len()];
     if policy.is_empty() {
@@ -458,6 +462,29 @@ mod tests {
                     ("d", vec!["keep-last", "newest"]),
                     ("c", vec!["keep-last"]),
                     ("b", vec!["keep-last"]),
+                ],
+            },
+            Case {
+                // Ten backups in one second: the collision suffix counts, `-10` is newest.
+                name: "equal times: collision suffixes ordered numerically",
+                policy: Policy {
+                    keep_last: 2,
+                    ..Policy::default()
+                },
+                tz: UTC,
+                backups: (1..=10)
+                    .map(|n| {
+                        let id = if n == 1 {
+                            "j-20260101T000000Z".to_owned()
+                        } else {
+                            format!("j-20260101T000000Z-{n}")
+                        };
+                        cand(&id, "2026-01-01T00:00:00Z")
+                    })
+                    .collect(),
+                kept: vec![
+                    ("j-20260101T000000Z-10", vec!["keep-last", "newest"]),
+                    ("j-20260101T000000Z-9", vec!["keep-last"]),
                 ],
             },
             Case {
@@ -865,9 +892,11 @@ mod tests {
             let decisions = apply(&case.policy, case.tz, &case.backups);
             assert_eq!(decisions.len(), case.backups.len(), "{}", case.name);
 
-            // Newest first, ties by id descending.
+            // Newest first, ties by id descending (collision suffixes numerically).
             for pair in decisions.windows(2) {
-                let ordered = (pair[0].created_at, &pair[0].id) > (pair[1].created_at, &pair[1].id);
+                let ordered = pair[0].created_at > pair[1].created_at
+                    || (pair[0].created_at == pair[1].created_at
+                        && coffer_common::ids::cmp_ids(&pair[0].id, &pair[1].id).is_gt());
                 assert!(ordered, "{}: order {:?}", case.name, decisions);
             }
             for d in &decisions {
