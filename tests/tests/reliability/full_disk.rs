@@ -29,7 +29,6 @@
 //! The seed is printed; `COFFER_SEED=N` replays one.
 
 // Test code panics on failure by design.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::BTreeMap;
 use std::fs;

@@ -13,7 +13,6 @@
 //! per command, backups taken and the RSS figures (with `VmHWM`).
 
 // Test code panics on failure by design.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::BTreeMap;
 use std::fs;

@@ -7,7 +7,6 @@
 //! Afterwards the daemon is still healthy and nothing changed: `cofferctl status`
 //! answers, the backups and their files are byte-for-byte the same, and nothing new
 //! appeared in the backup dir, the state dir or staging.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::BTreeMap;
 use std::fs;

@@ -26,8 +26,6 @@
 //! commit, backup and snapshot times) are printed as `writers MODE/METHOD: ...`. The four tests run one at a time so their
 //! figures do not disturb each other. `COFFER_STRESS=1` takes 20 backups per test.
 
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
