@@ -995,10 +995,19 @@ impl Engine {
         cleanup.add(&paths.sidecar);
         fsutil::commit_partial(partial, &paths.archive)
             .map_err(Error::io("cannot move the upload into place", &paths.archive))?;
+        // Until the catalog has the row, a failure (a full disk) removes archive and
+        // sidecar again: never a file the catalog does not list.
+        cleanup.add(&paths.archive);
         self.catalog.insert_backup(&sidecar)?;
-        self.catalog
-            .set_verified(&sidecar.manifest.id, Utc::now().timestamp(), "ok")?;
         cleanup.keep(&paths.sidecar);
+        cleanup.keep(&paths.archive);
+        // The upload is catalogued; not recording its verification only costs the date.
+        if let Err(e) = self
+            .catalog
+            .set_verified(&sidecar.manifest.id, Utc::now().timestamp(), "ok")
+        {
+            tracing::warn!(id = sidecar.manifest.id, error = %e, "cannot record the upload's verification");
+        }
         tracing::info!(id = sidecar.manifest.id, size, "uploaded backup catalogued");
         self.get(&sidecar.manifest.id)
     }
