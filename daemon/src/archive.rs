@@ -28,6 +28,7 @@ use std::path::{Component, Path, PathBuf};
 use sha2::{Digest, Sha256};
 use tokio_util::sync::CancellationToken;
 
+use crate::fsutil::StreamedFile;
 use crate::manifest::{self, Entry, EntryKind, MANIFEST_PATH, Manifest, Totals};
 
 /// The largest `manifest.json` the reader accepts (a manifest of a million entries is
@@ -318,7 +319,7 @@ pub fn symlink_stays_inside(depth: usize, target: &str) -> bool {
     true
 }
 
-type Encoder = zstd::stream::write::Encoder<'static, HashingWriter<File>>;
+type Encoder = zstd::stream::write::Encoder<'static, HashingWriter<StreamedFile>>;
 
 /// Writes one archive. Call [`ArchiveWriter::finish`] to complete it; dropping it
 /// leaves an incomplete file for the caller to remove.
@@ -338,8 +339,9 @@ impl ArchiveWriter {
         workers: u32,
         cancel: CancellationToken,
     ) -> Result<Self, ArchiveError> {
-        let mut encoder = zstd::stream::write::Encoder::new(HashingWriter::new(file), level)
-            .map_err(ArchiveError::Write)?;
+        let mut encoder =
+            zstd::stream::write::Encoder::new(HashingWriter::new(StreamedFile::new(file)), level)
+                .map_err(ArchiveError::Write)?;
         encoder.include_checksum(true).map_err(ArchiveError::Write)?;
         if workers > 1 {
             encoder.multithread(workers).map_err(ArchiveError::Write)?;
@@ -528,7 +530,7 @@ impl ArchiveWriter {
         let encoder = self.tar.into_inner().map_err(ArchiveError::Write)?;
         let hashing = encoder.finish().map_err(ArchiveError::Write)?;
         let (file, size, sha256) = hashing.finish();
-        file.sync_all().map_err(ArchiveError::Write)?;
+        file.into_inner().sync_all().map_err(ArchiveError::Write)?;
         Ok((manifest, size, sha256))
     }
 }

@@ -520,9 +520,17 @@ impl Engine {
                     .map_err(Error::io("cannot read the snapshot", &snapshot_path))?;
                 let total = done + meta.len();
                 let mut tick = ticker(&mut *progress, &mut done, total);
-                writer
-                    .add_file(&db_entry, &snapshot_path, &meta, &mut tick)
-                    .map_err(archive_err)?;
+                // `quick_check` of the copy runs while the copy is compressed, instead
+                // of idling a core between the two; the archive is only committed
+                // (renamed into place) after the check passed.
+                std::thread::scope(|scope| -> Result<(), Error> {
+                    let checked = scope.spawn(|| snapshot::check(&snapshot_path, false));
+                    let added = writer.add_file(&db_entry, &snapshot_path, &meta, &mut tick);
+                    checked
+                        .join()
+                        .map_err(|_| Error::Internal("the snapshot check panicked".into()))??;
+                    added.map_err(archive_err)
+                })?;
                 (source, media_ms)
             }
             SnapshotMethod::PageStream => {
