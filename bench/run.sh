@@ -236,8 +236,9 @@ build_binaries() {
 BASE_BACKUP_S=() BASE_BACKUP_RSS=() BASE_RESTORE_S=() BASE_RESTORE_RSS=()
 BASE_ARCHIVE_BYTES=0 SNAP_BYTES=0
 
-# VACUUM INTO a snapshot, then tar the snapshot and the media through zstd -3 -T0.
-# Both steps are timed. The previous round's outputs are removed first (untimed).
+# VACUUM INTO a snapshot, then tar the snapshot and the media through zstd -3 -T0,
+# then remove the snapshot, as a backup script would (and as cofferd removes its
+# staging copy within its run). All steps are timed. The previous round's outputs are removed first (untimed).
 baseline_backup() {
     local snap=$B/snap out=$B/out.tar.zst
     rm -rf "$snap" "$out"
@@ -251,11 +252,13 @@ baseline_backup() {
         sqlite3 "$1" "$2"
         tar -cf - -C "$3" app.db -C "$4" "$5" | zstd -3 -T0 -q -o "$6"
         if [ "$7" = 1 ]; then sync "$6"; fi
+        stat -c %s "$3/app.db" >"$3/size"
+        rm "$3/app.db"
     ' baseline-backup "$DB" "$sql" "$snap" "$(dirname "$MEDIA")" "$(basename "$MEDIA")" "$out" "$FSYNC_BASELINE"
     BASE_BACKUP_S+=("$LAST_SECS")
     BASE_BACKUP_RSS+=("$LAST_RSS_KIB")
     BASE_ARCHIVE_BYTES=$(stat -c %s "$out")
-    SNAP_BYTES=$(stat -c %s "$snap/app.db")
+    SNAP_BYTES=$(<"$snap/size")
     log "  baseline backup   round $1: ${LAST_SECS} s, archive $(mib "$BASE_ARCHIVE_BYTES") MiB"
 }
 

@@ -9,14 +9,17 @@
 //!
 //! `--to DIR` mirrors the archive layout under DIR (`DIR/db/<name>`,
 //! `DIR/media/<n>/...`), staged in `DIR/.coffer-restore` and moved into place at the
-//! end; DIR must be empty or missing, and the live paths are never touched. The
+//! end; DIR must be empty or missing, and the live paths are never touched. Like
+//! `tar -x`, it leaves flushing to the kernel (nothing is deleted after it). The
 //! hash checks are the verification there; in place, SQLite's `integrity_check` runs
 //! on the staged database too, before anything live changes.
 //!
 //! In place, in this order: extract into staging *beside* each target (same
-//! filesystem, so the swap is a rename); run `before-restore` hooks; refuse if the
-//! live database is in use (unless `--force`); take a pinned safety backup of the
-//! current state (note "pre-restore"); `integrity_check` the staged database; then
+//! filesystem, so the swap is a rename) and `integrity_check` the staged database;
+//! run `before-restore` hooks; refuse if the live database is in use (unless
+//! `--force`); take a pinned safety backup of the current state (note
+//! "pre-restore"); flush
+//! the staged data to disk (`syncfs`: the old data is deleted after the swap); then
 //! [`Swap`]: move each live path aside, move the staged one in (the database's stale
 //! `-wal`, `-shm` and `-journal` go aside too), fsync; on any error, roll every step
 //! back in reverse. Only after the whole swap succeeded are the old copies removed
@@ -488,6 +491,18 @@ pub fn recover(state_dir: &Path) -> std::io::Result<Vec<String>> {
     Ok(handled)
 }
 
+/// Flushes the staged data to disk before it replaces the live data (whose old copy is
+/// deleted once the swap commits, so a power cut must not find the new one only in
+/// the page cache): one `syncfs` per staged path, the second on a filesystem is cheap.
+fn sync_staged(plan: &[(PathBuf, Option<PathBuf>)]) -> Result<(), Error> {
+    for staged in plan.iter().filter_map(|(_, staged)| staged.as_ref()) {
+        let file = File::open(staged).map_err(Error::io("cannot open the restored data", staged))?;
+        nix::unistd::syncfs(&file)
+            .map_err(|e| Error::io("cannot flush the restored data to disk", staged)(e.into()))?;
+    }
+    Ok(())
+}
+
 /// One swapped path: the live path, where its old content went, and whether a new
 /// one was moved in.
 struct Step {
@@ -718,6 +733,7 @@ impl Engine {
                 plan.push((root.clone(), Some(staged.clone())));
             }
         }
+        sync_staged(&plan)?;
         let mut swap = Swap::new(&record.id);
         journal.swapping(&swap, &plan)?;
         let swapped = plan.iter().try_for_each(|(live, staged)| match staged {
