@@ -137,45 +137,6 @@ impl Drop for Cleanup {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn atomic_write_and_sweep() {
-        let dir = tempfile::tempdir().unwrap();
-        let backups = dir.path().join("backups");
-        let job = backups.join("app");
-        std::fs::create_dir_all(&job).unwrap();
-        let staging = dir.path().join("staging");
-        std::fs::create_dir_all(staging.join("run1")).unwrap();
-        write_atomic(&job.join("a.json"), b"{}").unwrap();
-        assert_eq!(std::fs::read(job.join("a.json")).unwrap(), b"{}");
-        std::fs::write(job.join("b.tar.zst.partial"), b"x").unwrap();
-        let removed = sweep_leftovers(&backups, &staging).unwrap();
-        assert_eq!(removed.len(), 2);
-        assert!(job.join("a.json").exists());
-        assert!(!job.join("b.tar.zst.partial").exists());
-        assert!(staging.exists() && std::fs::read_dir(&staging).unwrap().next().is_none());
-    }
-
-    #[test]
-    fn cleanup_removes_unless_kept() {
-        let dir = tempfile::tempdir().unwrap();
-        let (a, b) = (dir.path().join("a"), dir.path().join("b"));
-        std::fs::write(&a, b"").unwrap();
-        std::fs::write(&b, b"").unwrap();
-        {
-            let mut c = Cleanup::new();
-            c.add(&a);
-            c.add(&b);
-            c.keep(&b);
-        }
-        assert!(!a.exists());
-        assert!(b.exists());
-    }
-}
-
 /// Bytes per writeback step of a [`StreamedFile`].
 const WRITEBACK_STEP: u64 = 16 << 20;
 
@@ -227,5 +188,64 @@ impl Write for StreamedFile {
 
     fn flush(&mut self) -> io::Result<()> {
         self.file.flush()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn streamed_file_keeps_every_byte_across_writeback_steps() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("out");
+        let mut out = StreamedFile::new(File::create(&path).unwrap());
+        // Odd-sized writes over several steps, so advice lands mid-write.
+        let chunk: Vec<u8> = (0..1_000_003u32).map(|i| (i % 251) as u8).collect();
+        let mut expected = Vec::new();
+        while expected.len() < (5 * WRITEBACK_STEP) as usize {
+            out.write_all(&chunk).unwrap();
+            expected.extend_from_slice(&chunk);
+        }
+        assert!(out.handed >= 3 * WRITEBACK_STEP, "no writeback step was taken");
+        out.into_inner().sync_all().unwrap();
+        assert!(
+            std::fs::read(&path).unwrap() == expected,
+            "the file differs from what was written"
+        );
+    }
+
+    #[test]
+    fn atomic_write_and_sweep() {
+        let dir = tempfile::tempdir().unwrap();
+        let backups = dir.path().join("backups");
+        let job = backups.join("app");
+        std::fs::create_dir_all(&job).unwrap();
+        let staging = dir.path().join("staging");
+        std::fs::create_dir_all(staging.join("run1")).unwrap();
+        write_atomic(&job.join("a.json"), b"{}").unwrap();
+        assert_eq!(std::fs::read(job.join("a.json")).unwrap(), b"{}");
+        std::fs::write(job.join("b.tar.zst.partial"), b"x").unwrap();
+        let removed = sweep_leftovers(&backups, &staging).unwrap();
+        assert_eq!(removed.len(), 2);
+        assert!(job.join("a.json").exists());
+        assert!(!job.join("b.tar.zst.partial").exists());
+        assert!(staging.exists() && std::fs::read_dir(&staging).unwrap().next().is_none());
+    }
+
+    #[test]
+    fn cleanup_removes_unless_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let (a, b) = (dir.path().join("a"), dir.path().join("b"));
+        std::fs::write(&a, b"").unwrap();
+        std::fs::write(&b, b"").unwrap();
+        {
+            let mut c = Cleanup::new();
+            c.add(&a);
+            c.add(&b);
+            c.keep(&b);
+        }
+        assert!(!a.exists());
+        assert!(b.exists());
     }
 }
