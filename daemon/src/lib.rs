@@ -7,6 +7,7 @@
 //! - [`snapshot`]: consistent copies of a live SQLite database (`VACUUM INTO`), checks.
 //! - [`manifest`]: `manifest.json` and the `<id>.json` sidecar; archive path rules.
 //! - [`archive`]: the `.tar.zst` writer and the verifying reader.
+//! - [`memory`]: glibc's allocator tuned to give a run's buffers back afterwards.
 //! - [`fsutil`]: crash-safe writes (partial, fsync, rename, fsync dir), sweeping,
 //!   free space.
 //! - [`hooks`]: `[job.hooks]` commands with timeout and `COFFER_*` environment.
@@ -32,6 +33,7 @@ pub mod fsutil;
 pub mod health;
 pub mod hooks;
 pub mod manifest;
+pub mod memory;
 pub mod metrics;
 pub mod notify;
 pub mod restore;

@@ -73,6 +73,7 @@ fn init_logging(format: LogFormat) {
 }
 
 fn main() -> ExitCode {
+    coffer_daemon::memory::tune_allocator();
     let args = match Args::try_parse() {
         Ok(args) => args,
         Err(e) => {
