@@ -45,9 +45,9 @@ pub async fn check(socket: &Path, job: Option<String>, json: bool) -> u8 {
     };
     if json {
         let text = json!({ "state": state.name(), "code": state as u8, "summary": line, "jobs": details });
-        println!("{}", serde_json::to_string_pretty(&text).unwrap_or_default());
+        outln!("{}", serde_json::to_string_pretty(&text).unwrap_or_default());
     } else {
-        println!("COFFER {} - {line}", state.name());
+        outln!("COFFER {} - {line}", state.name());
     }
     state as u8
 }

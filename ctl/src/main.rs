@@ -10,6 +10,15 @@
 //! - [`progress`]: progress bars on a TTY, plain lines otherwise.
 //! - [`transfer`]: download and upload of archives, confirmation prompts.
 
+/// `println!` for stdout that ends cofferctl quietly when the reader has gone
+/// (`cofferctl list | head`), as a program killed by SIGPIPE would, instead of
+/// panicking (Rust ignores SIGPIPE; see [`output::write_out`]).
+macro_rules! outln {
+    ($($arg:tt)*) => {
+        $crate::output::write_out(format_args!("{}\n", format_args!($($arg)*)))
+    };
+}
+
 mod health;
 mod output;
 mod progress;
@@ -323,7 +332,7 @@ async fn run(cli: Cli) -> Result<()> {
         Command::Health { .. } => {} // answered above, before connecting
         Command::Metrics => {
             let metrics = c.get_metrics(proto::GetMetricsRequest {}).await?.into_inner();
-            print!("{}", metrics.text);
+            output::write_out(format_args!("{}", metrics.text));
         }
         Command::Audit { limit } => {
             let audit = c

@@ -15,48 +15,121 @@ fn time_json(unix: i64) -> Value {
     }
 }
 
-fn print_json(value: &impl Serialize) {
-    match serde_json::to_string_pretty(value) {
-        Ok(text) => println!("{text}"),
-        Err(e) => eprintln!("cofferctl: cannot encode the output: {e}"),
+/// Writes to stdout. A reader that went away (broken pipe) ends cofferctl quietly
+/// with status 0 — it chose to stop reading; any other write error is reported and
+/// ends it with status 1.
+pub fn write_out(args: std::fmt::Arguments<'_>) {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    if let Err(e) = out.write_fmt(args).and_then(|()| out.flush()) {
+        output_failed(e);
     }
 }
 
-/// The JSON object of a backup.
-pub fn backup_json(b: &proto::Backup) -> Value {
-    json!({
-        "id": b.id,
-        "job": b.job,
-        "created-at": time_json(b.created_at),
-        "size": b.size,
-        "sha256": b.sha256,
-        "protected": b.protected,
-        "note": b.note,
-        "verified-at": time_json(b.verified_at),
-        "verify-result": if b.verify_result.is_empty() { Value::Null } else { Value::String(b.verify_result.clone()) },
-        "path": b.path,
-        "hostname": b.hostname,
-        "coffer-version": b.coffer_version,
-        "sqlite-version": b.sqlite_version,
-        "database": {
-            "path": b.database_path,
-            "size": b.database_size,
-            "page-size": b.page_size,
-            "page-count": b.page_count,
-            "journal-mode": b.journal_mode,
-            "user-version": b.user_version,
-            "application-id": b.application_id,
-            "snapshot-method": b.snapshot_method,
+fn output_failed(e: std::io::Error) -> ! {
+    if e.kind() == std::io::ErrorKind::BrokenPipe {
+        std::process::exit(0);
+    }
+    eprintln!("cofferctl: cannot write the output: {e}");
+    std::process::exit(1);
+}
+
+fn print_json(value: &impl Serialize) {
+    use std::io::Write;
+    let mut out = std::io::BufWriter::with_capacity(1 << 16, std::io::stdout().lock());
+    let written = serde_json::to_writer_pretty(&mut out, value)
+        .map_err(std::io::Error::from)
+        .and_then(|()| writeln!(out))
+        .and_then(|()| out.flush());
+    if let Err(e) = written {
+        output_failed(e);
+    }
+}
+
+/// The JSON object of a backup: borrowed from the message and serialized directly,
+/// so `list --json` over 10,000 backups builds no intermediate JSON tree.
+#[derive(Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct BackupJson<'a> {
+    id: &'a str,
+    job: &'a str,
+    created_at: Option<String>,
+    size: u64,
+    sha256: &'a str,
+    protected: bool,
+    note: &'a str,
+    verified_at: Option<String>,
+    verify_result: Option<&'a str>,
+    path: &'a str,
+    hostname: &'a str,
+    coffer_version: &'a str,
+    sqlite_version: &'a str,
+    database: DatabaseJson<'a>,
+    media_roots: &'a [String],
+    totals: TotalsJson,
+    duration_ms: u64,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "kebab-case")]
+struct DatabaseJson<'a> {
+    path: &'a str,
+    size: u64,
+    page_size: u64,
+    page_count: u64,
+    journal_mode: &'a str,
+    user_version: i64,
+    application_id: i64,
+    snapshot_method: &'a str,
+}
+
+#[derive(Serialize)]
+struct TotalsJson {
+    files: u64,
+    dirs: u64,
+    symlinks: u64,
+    bytes: u64,
+}
+
+/// RFC 3339 for a Unix time, None (null) for 0.
+fn time_opt(unix: i64) -> Option<String> {
+    (unix != 0).then(|| timestamp(unix))
+}
+
+pub fn backup_json(b: &proto::Backup) -> BackupJson<'_> {
+    BackupJson {
+        id: &b.id,
+        job: &b.job,
+        created_at: time_opt(b.created_at),
+        size: b.size,
+        sha256: &b.sha256,
+        protected: b.protected,
+        note: &b.note,
+        verified_at: time_opt(b.verified_at),
+        verify_result: (!b.verify_result.is_empty()).then_some(b.verify_result.as_str()),
+        path: &b.path,
+        hostname: &b.hostname,
+        coffer_version: &b.coffer_version,
+        sqlite_version: &b.sqlite_version,
+        database: DatabaseJson {
+            path: &b.database_path,
+            size: b.database_size,
+            page_size: b.page_size,
+            page_count: b.page_count,
+            journal_mode: &b.journal_mode,
+            user_version: b.user_version,
+            application_id: b.application_id,
+            snapshot_method: &b.snapshot_method,
         },
-        "media-roots": b.media_roots,
-        "totals": {
-            "files": b.file_count,
-            "dirs": b.dir_count,
-            "symlinks": b.symlink_count,
-            "bytes": b.total_bytes,
+        media_roots: &b.media_roots,
+        totals: TotalsJson {
+            files: b.file_count,
+            dirs: b.dir_count,
+            symlinks: b.symlink_count,
+            bytes: b.total_bytes,
         },
-        "duration-ms": b.duration_ms,
-    })
+        duration_ms: b.duration_ms,
+    }
 }
 
 /// Prints rows as columns separated by two spaces, the first row a header.
@@ -82,7 +155,7 @@ fn table(rows: &[Vec<String>]) {
                 line.push_str(&format!("{cell:<w$}  ", w = widths[i]));
             }
         }
-        println!("{}", line.trim_end());
+        outln!("{}", line.trim_end());
     }
 }
 
@@ -100,7 +173,7 @@ pub fn backups(list: &[proto::Backup], json: bool) {
         return;
     }
     if list.is_empty() {
-        println!("no backups");
+        outln!("no backups");
         return;
     }
     let mut rows = vec![vec![
@@ -186,7 +259,7 @@ pub fn backup(b: &proto::Backup, json: bool) {
         ),
     ];
     for (key, value) in rows {
-        println!("{:<10} {value}", format!("{key}:"));
+        outln!("{:<10} {value}", format!("{key}:"));
     }
 }
 
@@ -194,7 +267,7 @@ pub fn created(b: &proto::Backup, json: bool) {
     if json {
         print_json(&backup_json(b));
     } else {
-        println!(
+        outln!(
             "backup {} created: {} ({} files, {} uncompressed) in {}",
             b.id,
             bytes(b.size),
@@ -209,7 +282,7 @@ pub fn deleted(id: &str, json: bool) {
     if json {
         print_json(&json!({ "deleted": id }));
     } else {
-        println!("backup {id} deleted");
+        outln!("backup {id} deleted");
     }
 }
 
@@ -224,9 +297,10 @@ pub fn verified(v: &proto::VerifyResult, json: bool) {
         } else {
             ""
         };
-        println!(
+        outln!(
             "backup {} verified: {} entries match the manifest{depth}",
-            v.id, v.entries
+            v.id,
+            v.entries
         );
     }
 }
@@ -286,12 +360,12 @@ pub fn status(s: &proto::GetStatusResponse, json: bool) {
         }));
         return;
     }
-    println!(
+    outln!(
         "cofferd {} up {}",
         s.version,
         duration(std::time::Duration::from_secs(s.uptime_seconds))
     );
-    println!(
+    outln!(
         "backup dir {} ({} free)",
         s.backup_dir,
         bytes(s.backup_dir_free_bytes)
@@ -376,9 +450,9 @@ pub fn pinned(b: &proto::Backup, json: bool) {
     if json {
         print_json(&backup_json(b));
     } else if b.protected {
-        println!("backup {} is pinned: retention and delete will keep it", b.id);
+        outln!("backup {} is pinned: retention and delete will keep it", b.id);
     } else {
-        println!("backup {} is no longer pinned", b.id);
+        outln!("backup {} is no longer pinned", b.id);
     }
 }
 
@@ -401,7 +475,7 @@ pub fn pruned(decisions: &[proto::PruneDecision], dry_run: bool, json: bool) {
         return;
     }
     if decisions.is_empty() {
-        println!("no backups");
+        outln!("no backups");
         return;
     }
     let mut rows = vec![vec![
@@ -427,9 +501,9 @@ pub fn pruned(decisions: &[proto::PruneDecision], dry_run: bool, json: bool) {
     table(&rows);
     let removable = decisions.iter().filter(|d| !d.keep).count();
     if dry_run {
-        println!("dry run: {removable} backup(s) would be removed, nothing was changed");
+        outln!("dry run: {removable} backup(s) would be removed, nothing was changed");
     } else {
-        println!(
+        outln!(
             "{} backup(s) removed",
             decisions.iter().filter(|d| d.removed).count()
         );
@@ -446,15 +520,15 @@ pub fn restored(r: &proto::RestoreResult, json: bool) {
         }));
         return;
     }
-    println!("backup {} restored", r.id);
+    outln!("backup {} restored", r.id);
     if !r.database_path.is_empty() {
-        println!("database: {}", r.database_path);
+        outln!("database: {}", r.database_path);
     }
     for path in &r.media_paths {
-        println!("media:    {path}");
+        outln!("media:    {path}");
     }
     if !r.safety_backup_id.is_empty() {
-        println!(
+        outln!(
             "the previous state is kept as pinned backup {}",
             r.safety_backup_id
         );
@@ -467,7 +541,7 @@ pub fn downloaded(d: &crate::transfer::Downloaded, file: &std::path::Path, json:
             &json!({ "id": d.id, "file": file.display().to_string(), "size": d.size, "sha256": d.sha256 }),
         );
     } else {
-        println!(
+        outln!(
             "backup {} downloaded to {} ({}, sha256 {} checked)",
             d.id,
             file.display(),
@@ -497,7 +571,7 @@ pub fn audit(entries: &[proto::AuditEntry], json: bool) {
         return;
     }
     if entries.is_empty() {
-        println!("no audit entries");
+        outln!("no audit entries");
         return;
     }
     let mut rows = vec![vec![

@@ -323,3 +323,25 @@ fn list_show_and_delete() {
     d.ctl(&["delete", &id1, "--yes"])
         .expect_failure(1, "there is no backup");
 }
+
+/// `cofferctl list | head -1`: a reader that stops reading ends cofferctl quietly
+/// with status 0, for the table and the JSON output, instead of a panic.
+#[test]
+fn output_into_a_closed_pipe_ends_quietly() {
+    let app = App::new(true);
+    let d = Daemon::start("", &app.job("app", ""));
+    d.backup("app");
+    for args in [&["list"][..], &["--json", "list"], &["metrics"]] {
+        let mut child = d.ctl_spawn(args);
+        // Close the read end before cofferctl writes: its first write gets EPIPE.
+        drop(child.stdout.take());
+        let out = child.wait_with_output().expect("cannot wait for cofferctl");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "cofferctl {args:?} into a closed pipe: {stderr}"
+        );
+        assert!(stderr.is_empty(), "cofferctl {args:?} wrote to stderr: {stderr}");
+    }
+}
