@@ -31,6 +31,16 @@ pub fn duration(d: std::time::Duration) -> String {
     }
 }
 
+/// Like [`duration`] for a time known only in whole seconds: `<1s` rather than a
+/// misleading `0ms`.
+pub fn whole_seconds(secs: u64) -> String {
+    if secs == 0 {
+        "<1s".to_owned()
+    } else {
+        duration(std::time::Duration::from_secs(secs))
+    }
+}
+
 /// Formats Unix seconds as RFC 3339 UTC (`2026-11-23T02:00:05Z`), or `-` for 0.
 pub fn timestamp(unix: i64) -> String {
     if unix == 0 {
@@ -76,6 +86,13 @@ pub fn error_chain(error: &dyn std::error::Error) -> String {
 mod tests {
     use super::*;
     use std::time::Duration;
+
+    #[test]
+    fn whole_seconds_never_claim_milliseconds() {
+        assert_eq!(whole_seconds(0), "<1s");
+        assert_eq!(whole_seconds(5), "5.0s");
+        assert_eq!(whole_seconds(3661), "1h 01m");
+    }
 
     #[test]
     fn byte_units() {

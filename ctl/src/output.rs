@@ -1,7 +1,7 @@
 //! What cofferctl prints: aligned tables for people, one JSON document for scripts
 //! (`--json`). JSON keys are kebab-case; times are RFC 3339 UTC or null.
 
-use coffer_common::format::{bytes, duration, timestamp};
+use coffer_common::format::{bytes, duration, timestamp, whole_seconds};
 use coffer_common::proto;
 use serde::Serialize;
 use serde_json::{Value, json};
@@ -314,7 +314,7 @@ fn run_text(run: Option<&proto::RunSummary>) -> String {
                 "{} {} ({})",
                 r.status,
                 timestamp(r.started_at),
-                duration(std::time::Duration::from_secs(took))
+                whole_seconds(took)
             );
             if !r.error.is_empty() {
                 text.push_str(": ");
@@ -360,11 +360,7 @@ pub fn status(s: &proto::GetStatusResponse, json: bool) {
         }));
         return;
     }
-    outln!(
-        "cofferd {} up {}",
-        s.version,
-        duration(std::time::Duration::from_secs(s.uptime_seconds))
-    );
+    outln!("cofferd {} up {}", s.version, whole_seconds(s.uptime_seconds));
     outln!(
         "backup dir {} ({} free)",
         s.backup_dir,
