@@ -147,6 +147,20 @@ impl Output {
         serde_json::from_str(&self.stdout)
             .unwrap_or_else(|e| panic!("stdout is not one JSON document ({e}): {self}"))
     }
+
+    /// The error sentence of a failed cofferctl: asserts exactly one `cofferctl: `
+    /// line on stderr, and that it is the last one.
+    #[track_caller]
+    pub fn error_sentence(&self) -> String {
+        let errors: Vec<&str> = self
+            .stderr
+            .lines()
+            .filter(|l| l.starts_with("cofferctl: "))
+            .collect();
+        assert_eq!(errors.len(), 1, "expected one error line: {self}");
+        assert_eq!(self.stderr.trim().lines().last(), Some(errors[0]), "{self}");
+        errors[0].to_owned()
+    }
 }
 
 impl std::fmt::Display for Output {
@@ -902,6 +916,14 @@ impl App {
 }
 
 /// Every file (not directory) under `dir`, recursively, sorted; empty if `dir` is
+/// Every `*.partial` file under `dir` (half-written files that must not outlive a run).
+pub fn partial_files(dir: &Path) -> Vec<PathBuf> {
+    files_under(dir)
+        .into_iter()
+        .filter(|p| p.to_string_lossy().ends_with(".partial"))
+        .collect()
+}
+
 /// missing.
 pub fn files_under(dir: &Path) -> Vec<PathBuf> {
     let mut out = Vec::new();

@@ -13,8 +13,8 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use coffer_tests::{
-    App, Daemon, Rng, STOP_TIMEOUT, cofferd_bin, files_under, job_toml, make_media, names_in, short_tempdir,
-    toml_str, wait_timeout, wait_until,
+    App, Daemon, Rng, STOP_TIMEOUT, cofferd_bin, files_under, job_toml, make_media, names_in, partial_files,
+    short_tempdir, toml_str, wait_timeout, wait_until,
 };
 use rusqlite::Connection;
 use serde_json::Value;
@@ -310,13 +310,6 @@ fn make_big_db(path: &Path, mib: usize) {
     conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE)").unwrap();
 }
 
-fn partials(dir: &Path) -> Vec<PathBuf> {
-    files_under(dir)
-        .into_iter()
-        .filter(|p| p.to_string_lossy().ends_with(".partial"))
-        .collect()
-}
-
 /// Whether process `pid` (a child of this test) has exited: gone, or a zombie.
 fn exited(pid: u32) -> bool {
     match fs::read_to_string(format!("/proc/{pid}/stat")) {
@@ -366,7 +359,7 @@ fn interrupt_backup(d: &mut Daemon, in_phase: impl Fn(&Daemon) -> bool) {
         d.log()
     );
     assert_eq!(
-        partials(&d.paths.backup_dir),
+        partial_files(&d.paths.backup_dir),
         Vec::<PathBuf>::new(),
         "a .partial was left behind"
     );
@@ -435,7 +428,7 @@ fn sigterm_during_a_backup_cancels_it_cleanly() {
     }
     let mut d = Daemon::start("", &job_toml("app", &db, &[&media], "compression-level = 19"));
     let job_dir = d.paths.backup_dir.join("app");
-    interrupt_backup(&mut d, |_| !partials(&job_dir).is_empty());
+    interrupt_backup(&mut d, |_| !partial_files(&job_dir).is_empty());
 }
 
 #[test]
@@ -448,7 +441,7 @@ fn sigterm_while_archiving_a_big_database_stops_within_shutdown_grace() {
     // Level 19 over 100 MiB of random bytes takes far longer than shutdown-grace.
     let mut d = Daemon::start("", &job_toml("app", &db, &[&media], "compression-level = 19"));
     let job_dir = d.paths.backup_dir.join("app");
-    interrupt_backup(&mut d, |_| !partials(&job_dir).is_empty());
+    interrupt_backup(&mut d, |_| !partial_files(&job_dir).is_empty());
 }
 
 #[test]

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 
 use coffer_common::format::bytes;
 use coffer_tests::{
-    Daemon, Output, Rng, Tmpfs, files_under, job_toml, names_in, sha256_file, short_tempdir, toml_str,
+    Daemon, Rng, Tmpfs, files_under, job_toml, names_in, sha256_file, short_tempdir, toml_str,
 };
 use rusqlite::Connection;
 use serde_json::Value;
@@ -73,18 +73,6 @@ fn assert_failed_cleanly(d: &Daemon, job: &str, allowed: &[PathBuf], listed: &[V
     );
 }
 
-/// The error is one `cofferctl:` sentence, last on stderr.
-#[track_caller]
-fn assert_one_sentence(out: &Output) {
-    let errors: Vec<&str> = out
-        .stderr
-        .lines()
-        .filter(|l| l.starts_with("cofferctl: "))
-        .collect();
-    assert_eq!(errors.len(), 1, "expected one error line: {out}");
-    assert_eq!(out.stderr.trim().lines().last(), Some(errors[0]), "{out}");
-}
-
 #[test]
 fn a_backup_that_cannot_fit_is_refused_up_front() {
     let Some(tmpfs) = Tmpfs::mount("a_backup_that_cannot_fit_is_refused_up_front", "2m") else {
@@ -101,7 +89,7 @@ fn a_backup_that_cannot_fit_is_refused_up_front() {
 
     let out = d.ctl(&["backup", "app"]);
     let out = out.expect_failure(1, "not enough free space for a backup of job 'app'");
-    assert_one_sentence(&out);
+    out.error_sentence();
     let job_dir = tmpfs.path().join("app");
     for part in [
         format!("{} has {} free", job_dir.display(), bytes(free)),
@@ -137,7 +125,7 @@ fn min_free_space_is_kept_free() {
     // 8 MiB of tmpfs minus the backup is less than 8 MiB: refused.
     let out = d.ctl(&["backup", "tight"]);
     let out = out.expect_failure(1, "not enough free space for a backup of job 'tight'");
-    assert_one_sentence(&out);
+    out.error_sentence();
     assert!(out.stderr.contains("min-free-space is 8.0 MiB"), "{out}");
     assert!(
         out.stderr
@@ -241,7 +229,7 @@ fn a_disk_that_fills_up_during_the_archive_fails_the_run_cleanly() {
 
     let out = d.ctl(&["backup", "app"]);
     let out = out.expect_failure(1, "No space left on device");
-    assert_one_sentence(&out);
+    out.error_sentence();
     assert!(out.stderr.contains("cannot write the archive"), "{out}");
     assert_failed_cleanly(d, "app", &earlier_files, &listed, "cannot write the archive");
     // Only the filler is left at the top of the backup dir.

@@ -33,13 +33,13 @@
 use std::collections::{BTreeMap, HashSet};
 use std::fs;
 use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use coffer_tests::{
-    App, Daemon, Rng, db_difference, files_under, job_toml, names_in, tree_difference, wait_timeout,
+    App, Daemon, Rng, db_difference, job_toml, names_in, partial_files, tree_difference, wait_timeout,
 };
 use rusqlite::{Connection, OpenFlags};
 use serde_json::Value;
@@ -235,10 +235,7 @@ fn check_invariants(d: &Daemon, app: &App, verified: &mut HashSet<String>, conte
     let status = d.ctl(&["status"]);
     assert!(status.success(), "{context}: status does not answer: {status}");
     for dir in [&d.paths.backup_dir, &d.paths.state_dir] {
-        let partials: Vec<PathBuf> = files_under(dir)
-            .into_iter()
-            .filter(|p| p.to_string_lossy().ends_with(".partial"))
-            .collect();
+        let partials = partial_files(dir);
         assert!(
             partials.is_empty(),
             "{context}: leftover partial files {partials:?}"

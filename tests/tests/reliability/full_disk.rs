@@ -38,7 +38,8 @@ use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
 use coffer_tests::{
-    COMMAND_TIMEOUT, Daemon, Output, Rng, Tmpfs, files_under, job_toml, names_in, run, short_tempdir,
+    COMMAND_TIMEOUT, Daemon, Output, Rng, Tmpfs, files_under, job_toml, names_in, partial_files, run,
+    short_tempdir,
 };
 use rusqlite::Connection;
 use serde_json::Value;
@@ -62,7 +63,7 @@ fn seed(test: &str) -> u64 {
     seed
 }
 
-/// A rollback-journal database of about `kib` KiB of incompressible blobs, and a media
+/// A WAL database of about `kib` KiB of incompressible blobs, and a media
 /// tree of a few big files and many small ones (so archiving media takes a while).
 fn make_data(dir: &Path, kib: usize, seed: u64) -> (PathBuf, PathBuf) {
     let mut rng = Rng::new(seed);
@@ -165,19 +166,6 @@ fn ids(list: &[Value]) -> Vec<String> {
         .collect()
 }
 
-/// The error sentence: exactly one `cofferctl:` line, the last on stderr.
-#[track_caller]
-fn error_sentence(out: &Output) -> String {
-    let errors: Vec<&str> = out
-        .stderr
-        .lines()
-        .filter(|l| l.starts_with("cofferctl: "))
-        .collect();
-    assert_eq!(errors.len(), 1, "expected one error line: {out}");
-    assert_eq!(out.stderr.trim().lines().last(), Some(errors[0]), "{out}");
-    errors[0].to_owned()
-}
-
 /// Whether an error sentence names the disk or space as the cause.
 fn names_space(error: &str) -> bool {
     let e = error.to_lowercase();
@@ -213,10 +201,7 @@ fn phase_of(error: &str) -> &'static str {
 /// verifiable (checked when `verify`), and the daemon answering.
 #[track_caller]
 fn assert_consistent(d: &Daemon, root: &Path, expected: &BTreeMap<&str, Vec<String>>, verify: bool) {
-    let partials: Vec<PathBuf> = files_under(root)
-        .into_iter()
-        .filter(|p| p.to_string_lossy().ends_with(".partial"))
-        .collect();
+    let partials = partial_files(root);
     assert!(partials.is_empty(), "left behind: {partials:?}");
     assert_eq!(
         names_in(&d.paths.staging),
@@ -341,7 +326,7 @@ fn a_disk_filling_up_at_any_point_of_a_backup_fails_the_run_cleanly() {
         } else {
             failed += 1;
             assert_eq!(out.code, 1, "a full disk must fail the run with exit 1: {out}");
-            let sentence = error_sentence(&out);
+            let sentence = out.error_sentence();
             assert!(
                 names_space(&sentence),
                 "the error should name the disk or space: {out}"
@@ -439,7 +424,7 @@ fn a_catalog_that_cannot_grow_fails_runs_cleanly_and_the_daemon_keeps_running() 
             out.code, 1,
             "a backup on a full disk must fail with exit 1: {out}"
         );
-        let sentence = error_sentence(&out);
+        let sentence = out.error_sentence();
         assert!(
             names_space(&sentence),
             "the error should name the disk or space: {out}"
@@ -450,10 +435,7 @@ fn a_catalog_that_cannot_grow_fails_runs_cleanly_and_the_daemon_keeps_running() 
         assert_eq!(status["running"], false, "{status}");
         d.ctl(&["--json", "list"]).expect_ok();
         d.ctl(&["metrics"]).expect_ok();
-        let partials: Vec<PathBuf> = files_under(tmpfs.path())
-            .into_iter()
-            .filter(|p| p.to_string_lossy().ends_with(".partial"))
-            .collect();
+        let partials = partial_files(tmpfs.path());
         assert!(partials.is_empty(), "left behind: {partials:?}");
         assert_eq!(
             names_in(&d.paths.staging),
