@@ -26,9 +26,10 @@
 //!   afterwards the live database and media are exactly A or exactly B — both the same
 //!   one — and every "pre-restore" safety backup is pinned.
 //!
-//! The seed is `$COFFER_SEED` or 42, printed with each killed run's delay and the
-//! phase cofferctl last reported, so a failure replays with `COFFER_SEED=N` (the
-//! delays replay exactly; where they land in a run depends on the machine's speed).
+//! The seed ([`crate::seed`]: `$COFFER_SEED`, else 42) is printed with each killed
+//! run's delay and the phase cofferctl last reported, so a failure replays with
+//! `COFFER_SEED=N` (the delays replay exactly; where they land in a run depends on
+//! the machine's speed).
 
 use std::collections::{BTreeMap, HashSet};
 use std::fs;
@@ -43,19 +44,6 @@ use coffer_tests::{
 };
 use rusqlite::{Connection, OpenFlags};
 use serde_json::Value;
-
-/// The seed when `$COFFER_SEED` is not set.
-const DEFAULT_SEED: u64 = 42;
-
-/// The seed of this run, printed with the test's name.
-fn seed(test: &str) -> u64 {
-    let seed = std::env::var("COFFER_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(DEFAULT_SEED);
-    eprintln!("{test}: seed {seed} (replay with COFFER_SEED={seed})");
-    seed
-}
 
 /// `n` moments to kill at, as fractions of a clean run's duration over [0, 1.2): one
 /// uniformly random point in each of `n` equal slices, in random order, so early,
@@ -314,7 +302,7 @@ impl Variant {
 #[test]
 fn crash_during_backup() {
     let clock = Instant::now();
-    let seed = seed("crash/backup");
+    let seed = crate::seed("crash/backup");
     let mut rng = Rng::new(seed);
     let app = App::new(true);
     add_filler(&app.db, 8 * 1024, &mut rng);
@@ -500,7 +488,7 @@ fn prune_round(
 #[test]
 fn crash_during_prune() {
     let clock = Instant::now();
-    let seed = seed("crash/prune");
+    let seed = crate::seed("crash/prune");
     let mut rng = Rng::new(seed);
     let app = App::new(false);
     let mut d = Daemon::start("", &job_toml("app", &app.db, &[], ""));
@@ -605,7 +593,7 @@ fn change_to_b(app: &App, rng: &mut Rng) {
 #[test]
 fn crash_during_restore() {
     let clock = Instant::now();
-    let seed = seed("crash/restore");
+    let seed = crate::seed("crash/restore");
     let mut rng = Rng::new(seed);
     let app = App::new(false);
     add_big_files(&app.media, 6, 1024, &mut rng);

@@ -26,7 +26,7 @@
 //! attempt must fail cleanly (refused by the space check, or failed at the catalog),
 //! the daemon keeps running and answering, and once space is freed a backup succeeds.
 //!
-//! The seed is printed; `COFFER_SEED=N` replays one.
+//! The seed ([`crate::seed`]) is printed; `COFFER_SEED=N` replays one.
 
 // Test code panics on failure by design.
 
@@ -48,20 +48,6 @@ use serde_json::Value;
 const JOBS: [(&str, &str); 2] = [("vacuum", "vacuum-into"), ("pages", "page-stream")];
 /// What `keep-last` each job has, so the tmpfs never fills with old backups.
 const KEEP: usize = 2;
-
-/// The seed of this run: `$COFFER_SEED`, or the clock (printed either way).
-fn seed(test: &str) -> u64 {
-    let seed = std::env::var("COFFER_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| {
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(1, |d| d.as_nanos() as u64)
-        });
-    eprintln!("{test}: seed {seed} (replay with COFFER_SEED={seed})");
-    seed
-}
 
 /// A WAL database of about `kib` KiB of incompressible blobs, and a media
 /// tree of a few big files and many small ones (so archiving media takes a while).
@@ -251,7 +237,7 @@ fn a_disk_filling_up_at_any_point_of_a_backup_fails_the_run_cleanly() {
     let Some(tmpfs) = Tmpfs::mount(test, "64m") else {
         return;
     };
-    let seed = seed(test);
+    let seed = crate::seed(test);
     let mut rng = Rng::new(seed);
     let data = short_tempdir("coffer-app-");
     let (db, media) = make_data(data.path(), 2048, seed);

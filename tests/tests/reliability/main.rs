@@ -23,9 +23,29 @@ mod writers;
 
 /// Iterations for a fault loop: `ci` normally, `stress` with `COFFER_STRESS=1`.
 pub fn iterations(ci: usize, stress: usize) -> usize {
-    if std::env::var_os("COFFER_STRESS").is_some_and(|v| v != "0") {
-        stress
-    } else {
-        ci
-    }
+    if self::stress() { stress } else { ci }
+}
+
+fn stress() -> bool {
+    std::env::var_os("COFFER_STRESS").is_some_and(|v| v != "0")
+}
+
+/// The seed of a seeded fault loop, printed with the test's name: `$COFFER_SEED`,
+/// else 42 (CI runs are repeatable), or a new one from the clock with
+/// `COFFER_STRESS=1` (every long run explores new moments; replay with `COFFER_SEED`).
+pub fn seed(test: &str) -> u64 {
+    let seed = std::env::var("COFFER_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| {
+            if stress() {
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(42, |d| d.as_nanos() as u64)
+            } else {
+                42
+            }
+        });
+    eprintln!("{test}: seed {seed} (replay with COFFER_SEED={seed})");
+    seed
 }
