@@ -484,11 +484,8 @@ impl Engine {
                             .map_err(|_| Error::Internal("the snapshot thread panicked".into()))?
                             .map_err(Error::from)
                     };
-                    if vacuum.is_finished() {
-                        // It failed before copying (missing, locked, not a database),
-                        // or the database was tiny: nothing to overlap.
-                        let source = join(vacuum)?;
-                        let media_ms = self.archive_media(
+                    let mut archive_media = || {
+                        self.archive_media(
                             job,
                             &paths,
                             &mut writer,
@@ -497,19 +494,15 @@ impl Engine {
                             db_size,
                             cancel,
                             progress,
-                        )?;
-                        return Ok((source, media_ms));
+                        )
+                    };
+                    if vacuum.is_finished() {
+                        // It failed before copying (missing, locked, not a database),
+                        // or the database was tiny: nothing to overlap.
+                        let source = join(vacuum)?;
+                        return Ok((source, archive_media()?));
                     }
-                    let media = self.archive_media(
-                        job,
-                        &paths,
-                        &mut writer,
-                        &mut done,
-                        &mut skipped,
-                        db_size,
-                        cancel,
-                        progress,
-                    );
+                    let media = archive_media();
                     let source = join(vacuum);
                     Ok((source?, media?))
                 })?;
