@@ -81,7 +81,7 @@ pub fn cofferctl_bin() -> PathBuf {
 }
 
 /// A `Command` with no Coffer-related environment leaking in from the caller.
-fn clean_command(program: &Path) -> Command {
+pub fn clean_command(program: &Path) -> Command {
     let mut cmd = Command::new(program);
     for var in [
         "COFFER_SOCKET",

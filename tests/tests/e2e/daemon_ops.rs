@@ -13,8 +13,8 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use coffer_tests::{
-    App, Daemon, Rng, STOP_TIMEOUT, cofferd_bin, files_under, job_toml, make_media, names_in, partial_files,
-    short_tempdir, toml_str, wait_timeout, wait_until,
+    App, Daemon, Rng, STOP_TIMEOUT, clean_command, cofferd_bin, files_under, job_toml, make_media, names_in,
+    partial_files, short_tempdir, toml_str, wait_timeout, wait_until,
 };
 use rusqlite::Connection;
 use serde_json::Value;
@@ -43,21 +43,12 @@ impl Cofferd {
             .append(true)
             .open(&d.paths.log)
             .unwrap();
-        let mut cmd = Command::new("/bin/sh");
+        let mut cmd = clean_command(Path::new("/bin/sh"));
         cmd.arg("-c")
             .arg(r#"export WATCHDOG_PID=$$; exec "$0" --config "$1""#)
             .arg(cofferd_bin())
-            .arg(&d.paths.config);
-        for var in [
-            "COFFER_SOCKET",
-            "COFFER_CONFIG",
-            "COFFER_LOG",
-            "JOURNAL_STREAM",
-            "NOTIFY_SOCKET",
-        ] {
-            cmd.env_remove(var);
-        }
-        cmd.env("NO_COLOR", "1").envs(env.iter().copied());
+            .arg(&d.paths.config)
+            .envs(env.iter().copied());
         let child = cmd
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())

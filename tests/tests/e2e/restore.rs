@@ -20,6 +20,7 @@ use coffer_tests::{
 use rusqlite::Connection;
 use rusqlite::types::Value as SqlValue;
 use serde_json::Value;
+use tempfile::TempDir;
 
 // ---------------------------------------------------------------------------
 // Shared helpers
@@ -48,6 +49,26 @@ pub(crate) fn list_ids(d: &Daemon) -> Vec<String> {
 pub(crate) fn copy_db(src: &Path, dst: &Path) {
     let conn = Connection::open(src).unwrap();
     conn.execute("VACUUM INTO ?1", [dst.to_str().unwrap()]).unwrap();
+}
+
+/// The app's database and media as they were at one moment, to compare with later.
+pub(crate) struct Saved {
+    pub db: PathBuf,
+    pub media: PathBuf,
+    _dir: TempDir,
+}
+
+/// Copies the app's database (`VACUUM INTO`) and media tree aside.
+pub(crate) fn save_app(app: &App) -> Saved {
+    let dir = short_tempdir("coffer-saved-");
+    let saved = Saved {
+        db: dir.path().join("app.db"),
+        media: dir.path().join("media"),
+        _dir: dir,
+    };
+    copy_db(&app.db, &saved.db);
+    copy_tree(&app.media, &saved.media);
+    saved
 }
 
 /// Copies a tree with its modes and symlinks (symlinks copied, never followed).
@@ -209,16 +230,12 @@ fn in_place_round_trip_restores_every_table_and_file() {
     let id = backup_id(&d, "app");
 
     // What the backup holds, copied right after it.
-    let saved = short_tempdir("coffer-saved-");
-    let saved_db = saved.path().join("app.db");
-    let saved_media = saved.path().join("media");
-    copy_db(&app.db, &saved_db);
-    copy_tree(&app.media, &saved_media);
-    assert_tree_eq(&app.media, &saved_media);
+    let saved = save_app(&app);
+    assert_tree_eq(&app.media, &saved.media);
 
     change_db(&app.db);
     change_media(&app.media);
-    assert_ne!(user5_name(&app.db), user5_name(&saved_db));
+    assert_ne!(user5_name(&app.db), user5_name(&saved.db));
 
     // A writer that crashed: its committed but uncheckpointed WAL lies beside the
     // database (made on a copy, then put in place, as a crash would leave it).
@@ -256,8 +273,8 @@ fn in_place_round_trip_restores_every_table_and_file() {
     );
 
     // Every table, the schema and the pragmas as backed up; the media tree too.
-    assert_same_db(&saved_db, &app.db);
-    assert_tree_eq(&saved_media, &app.media);
+    assert_same_db(&saved.db, &app.db);
+    assert_tree_eq(&saved.media, &app.media);
     let conn = Connection::open(&app.db).unwrap();
     let check: String = conn
         .query_row("PRAGMA integrity_check", [], |r| r.get(0))
@@ -348,11 +365,7 @@ fn only_db_and_only_media_restore_one_part() {
     let app = App::new(false);
     let d = Daemon::start("", &app.job("app", ""));
     let id = backup_id(&d, "app");
-    let saved = short_tempdir("coffer-saved-");
-    let saved_db = saved.path().join("app.db");
-    let saved_media = saved.path().join("media");
-    copy_db(&app.db, &saved_db);
-    copy_tree(&app.media, &saved_media);
+    let saved = save_app(&app);
 
     change_db(&app.db);
     change_media(&app.media);
@@ -362,7 +375,7 @@ fn only_db_and_only_media_restore_one_part() {
     let restored = d.ctl_json(&["restore", &id, "--only", "db", "--yes"]);
     assert_eq!(str_of(&restored, "database-path"), app.db.display().to_string());
     assert_eq!(restored["media-paths"], serde_json::json!([]));
-    assert_same_db(&saved_db, &app.db);
+    assert_same_db(&saved.db, &app.db);
     assert_eq!(
         fingerprint(&app.media),
         changed_media,
@@ -379,7 +392,7 @@ fn only_db_and_only_media_restore_one_part() {
         restored["media-paths"],
         serde_json::json!([app.media.display().to_string()])
     );
-    assert_tree_eq(&saved_media, &app.media);
+    assert_tree_eq(&saved.media, &app.media);
     assert_eq!(
         sha256_file(&app.db),
         db_before,

@@ -10,7 +10,7 @@ use coffer_tests::{
     short_tempdir, table_rows,
 };
 
-use crate::restore::{assert_error_sentence, backup_id, copy_db, copy_tree, list_ids, str_of};
+use crate::restore::{assert_error_sentence, backup_id, list_ids, save_app, str_of};
 
 /// Asserts that the backup dir holds no upload leftovers (`.upload-*`, `.partial`).
 #[track_caller]
@@ -82,11 +82,7 @@ fn upload_into_a_fresh_daemon_round_trips() {
     let app = App::new(true);
     let source = Daemon::start("", &app.job("app", ""));
     let id = backup_id(&source, "app");
-    let saved = short_tempdir("coffer-saved-");
-    let saved_db = saved.path().join("app.db");
-    let saved_media = saved.path().join("media");
-    copy_db(&app.db, &saved_db);
-    copy_tree(&app.media, &saved_media);
+    let saved = save_app(&app);
     let dir = short_tempdir("coffer-up-");
     let file = dir.path().join("app.tar.zst");
     source.ctl_json(&["download", &id, "-o", file.to_str().unwrap()]);
@@ -112,12 +108,12 @@ fn upload_into_a_fresh_daemon_round_trips() {
 
     let to = dir.path().join("restored");
     d.ctl_json(&["restore", &id, "--to", to.to_str().unwrap()]);
-    assert_same_db(&saved_db, &to.join("db/app.db"));
+    assert_same_db(&saved.db, &to.join("db/app.db"));
     assert_eq!(
         table_rows(&to.join("db/app.db"), "posts"),
-        table_rows(&saved_db, "posts")
+        table_rows(&saved.db, "posts")
     );
-    assert_tree_eq(&saved_media, &to.join("media/0"));
+    assert_tree_eq(&saved.media, &to.join("media/0"));
     d.ctl(&["verify", &id, "--deep"]).expect_ok();
 
     // The same archive again: refused, nothing left behind.
@@ -163,7 +159,7 @@ fn upload_into_a_fresh_daemon_round_trips() {
     assert_eq!(str_of(&rebuilt[0], "job"), "other");
     let drill = third_dir.path().join("drill");
     third.ctl_json(&["restore", "other:latest", "--to", drill.to_str().unwrap()]);
-    assert_same_db(&saved_db, &drill.join("db/app.db"));
+    assert_same_db(&saved.db, &drill.join("db/app.db"));
     let nowhere = third.ctl(&["upload", file.to_str().unwrap(), "--job", "nope"]);
     assert_error_sentence(&nowhere, 2, "there is no job named 'nope'");
 }
