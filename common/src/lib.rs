@@ -20,5 +20,47 @@ pub mod proto {
     tonic::include_proto!("coffer.v1");
 }
 
+/// The lowercase, dash-separated name of a proto enum value without its prefix
+/// (`RUN_KIND_BACKUP` → `backup`): what the daemon stores and `cofferctl` prints.
+fn short_name(full: &str, prefix: &str) -> String {
+    full.strip_prefix(prefix)
+        .unwrap_or(full)
+        .to_ascii_lowercase()
+        .replace('_', "-")
+}
+
+impl proto::RunKind {
+    /// `backup`, `verify`, ...
+    pub fn short_name(self) -> String {
+        short_name(self.as_str_name(), "RUN_KIND_")
+    }
+}
+
+impl proto::RunStatus {
+    /// `running`, `succeeded`, ...
+    pub fn short_name(self) -> String {
+        short_name(self.as_str_name(), "RUN_STATUS_")
+    }
+}
+
+impl proto::Phase {
+    /// `snapshot`, `archive`, ...
+    pub fn short_name(self) -> String {
+        short_name(self.as_str_name(), "PHASE_")
+    }
+}
+
 /// The version of this build, shared by the daemon and the client.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+
+#[cfg(test)]
+mod tests {
+    use super::proto;
+
+    #[test]
+    fn enum_short_names() {
+        assert_eq!(proto::RunKind::Backup.short_name(), "backup");
+        assert_eq!(proto::RunStatus::Cancelled.short_name(), "cancelled");
+        assert_eq!(proto::Phase::Snapshot.short_name(), "snapshot");
+    }
+}

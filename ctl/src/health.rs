@@ -113,28 +113,7 @@ async fn evaluate(
             .await
             .map_err(unknown)?;
         let warn_at = stale_after * 3 / 4;
-        let (state, why) = if !healthy {
-            let why = match (&job.last_run, age) {
-                (Some(run), _) if run.status == "failed" => {
-                    format!("{}: last backup failed: {}", job.name, run.error)
-                }
-                (_, None) => format!("{}: no backup yet", job.name),
-                (_, Some(age)) => format!(
-                    "{}: newest backup is {age}s old (stale after {stale_after}s)",
-                    job.name
-                ),
-            };
-            (State::Critical, why)
-        } else if !job.problem.is_empty() {
-            (State::Warning, format!("{}: {}", job.name, job.problem))
-        } else if age.is_some_and(|a| a > warn_at) {
-            (
-                State::Warning,
-                format!("{}: newest backup is {}s old", job.name, age.unwrap_or(0)),
-            )
-        } else {
-            (State::Ok, String::new())
-        };
+        let (state, why) = judge(job, healthy, age, stale_after);
         worst = worst.max(state);
         if !why.is_empty() {
             problems.push(why.clone());
@@ -163,4 +142,33 @@ async fn evaluate(
         problems.join("; ")
     };
     Ok((worst, format!("{summary} | {}", perfdata.join(" ")), details))
+}
+
+/// A job's state and why, from its health service (`healthy`), the age of its newest
+/// backup and its `stale-after`: CRITICAL when unhealthy, WARNING for a known problem
+/// or a backup past 3/4 of `stale-after`.
+fn judge(job: &proto::JobStatus, healthy: bool, age: Option<i64>, stale_after: i64) -> (State, String) {
+    let warn_at = stale_after * 3 / 4;
+    if !healthy {
+        let why = match (&job.last_run, age) {
+            (Some(run), _) if run.status() == proto::RunStatus::Failed => {
+                format!("{}: last backup failed: {}", job.name, run.error)
+            }
+            (_, None) => format!("{}: no backup yet", job.name),
+            (_, Some(age)) => format!(
+                "{}: newest backup is {age}s old (stale after {stale_after}s)",
+                job.name
+            ),
+        };
+        (State::Critical, why)
+    } else if !job.problem.is_empty() {
+        (State::Warning, format!("{}: {}", job.name, job.problem))
+    } else if age.is_some_and(|a| a > warn_at) {
+        (
+            State::Warning,
+            format!("{}: newest backup is {}s old", job.name, age.unwrap_or(0)),
+        )
+    } else {
+        (State::Ok, String::new())
+    }
 }

@@ -224,7 +224,12 @@ async fn run(cli: Cli) -> Result<()> {
         };
     }
     let mut c = client::connect(&cli.socket).await?;
-    match cli.command {
+    dispatch(&mut c, cli.command, json).await
+}
+
+/// Runs one command on a connected client.
+async fn dispatch(c: &mut Client, command: Command, json: bool) -> Result<()> {
+    match command {
         Command::Status => {
             let status = c.get_status(proto::GetStatusRequest {}).await?.into_inner();
             output::status(&status, json);
@@ -239,15 +244,11 @@ async fn run(cli: Cli) -> Result<()> {
                 note: note.unwrap_or_default(),
             };
             let stream = c.create_backup(request).await?.into_inner();
-            let backup = match progress::follow(stream, &format!("backing up {job}")).await? {
-                Event::Backup(b) => b,
-                _ => {
-                    return Err(Failure {
-                        code: 1,
-                        message: "the daemon sent an unexpected reply".into(),
-                    });
-                }
-            };
+            let backup = follow(stream, &format!("backing up {job}"), |e| match e {
+                Event::Backup(b) => Some(b),
+                _ => None,
+            })
+            .await?;
             output::created(&backup, json);
         }
         Command::List { job } => {
@@ -270,8 +271,8 @@ async fn run(cli: Cli) -> Result<()> {
                 .into_inner();
             output::deleted(&deleted.id, json);
         }
-        Command::Pin { id } => set_protected(&mut c, id, true, json).await?,
-        Command::Unpin { id } => set_protected(&mut c, id, false, json).await?,
+        Command::Pin { id } => set_protected(c, id, true, json).await?,
+        Command::Unpin { id } => set_protected(c, id, false, json).await?,
         Command::Prune { job, dry_run } => {
             let request = proto::PruneRequest {
                 job: job.unwrap_or_default(),
@@ -286,47 +287,17 @@ async fn run(cli: Cli) -> Result<()> {
             only,
             yes,
             force,
-        } => {
-            let to = match to {
-                Some(dir) => Some(
-                    std::path::absolute(&dir).map_err(|e| Failure::usage(format!("bad --to path: {e}")))?,
-                ),
-                None => {
-                    if !yes && !transfer::confirm(&format!("restore {id} over the live data of its job?"))? {
-                        return Err(Failure::usage(
-                            "an in-place restore replaces the live data; add --yes to confirm",
-                        ));
-                    }
-                    None
-                }
-            };
-            let request = proto::RestoreBackupRequest {
-                id: id.clone(),
-                to: to.map(|p| p.display().to_string()).unwrap_or_default(),
-                only: only.unwrap_or_default(),
-                force,
-            };
-            let stream = c.restore_backup(request).await?.into_inner();
-            match progress::follow(stream, &format!("restoring {id}")).await? {
-                Event::Restore(r) => output::restored(&r, json),
-                _ => {
-                    return Err(Failure {
-                        code: 1,
-                        message: "the daemon sent an unexpected reply".into(),
-                    });
-                }
-            }
-        }
+        } => restore(c, id, to, only, yes, force, json).await?,
         Command::Download {
             id,
             output: file,
             force,
         } => {
-            let done = transfer::download(&mut c, &id, &file, force).await?;
+            let done = transfer::download(c, &id, &file, force).await?;
             output::downloaded(&done, &file, json);
         }
         Command::Upload { file, job } => {
-            let backup = transfer::upload(&mut c, &file, job.as_deref()).await?;
+            let backup = transfer::upload(c, &file, job.as_deref()).await?;
             output::created(&backup, json);
         }
         Command::Health { .. } => {} // answered above, before connecting
@@ -346,18 +317,68 @@ async fn run(cli: Cli) -> Result<()> {
                 .verify_backup(proto::VerifyBackupRequest { id: id.clone(), deep })
                 .await?
                 .into_inner();
-            match progress::follow(stream, &format!("verifying {id}")).await? {
-                Event::Verify(v) => output::verified(&v, json),
-                _ => {
-                    return Err(Failure {
-                        code: 1,
-                        message: "the daemon sent an unexpected reply".into(),
-                    });
-                }
-            }
+            let verified = follow(stream, &format!("verifying {id}"), |e| match e {
+                Event::Verify(v) => Some(v),
+                _ => None,
+            })
+            .await?;
+            output::verified(&verified, json);
         }
     }
     Ok(())
+}
+
+/// `restore`: in place (after confirmation) or into `--to`.
+#[allow(clippy::too_many_arguments)]
+async fn restore(
+    c: &mut Client,
+    id: String,
+    to: Option<PathBuf>,
+    only: Option<String>,
+    yes: bool,
+    force: bool,
+    json: bool,
+) -> Result<()> {
+    let to = match to {
+        Some(dir) => {
+            Some(std::path::absolute(&dir).map_err(|e| Failure::usage(format!("bad --to path: {e}")))?)
+        }
+        None => {
+            if !yes && !transfer::confirm(&format!("restore {id} over the live data of its job?"))? {
+                return Err(Failure::usage(
+                    "an in-place restore replaces the live data; add --yes to confirm",
+                ));
+            }
+            None
+        }
+    };
+    let request = proto::RestoreBackupRequest {
+        id: id.clone(),
+        to: to.map(|p| p.display().to_string()).unwrap_or_default(),
+        only: only.unwrap_or_default(),
+        force,
+    };
+    let stream = c.restore_backup(request).await?.into_inner();
+    let restored = follow(stream, &format!("restoring {id}"), |e| match e {
+        Event::Restore(r) => Some(r),
+        _ => None,
+    })
+    .await?;
+    output::restored(&restored, json);
+    Ok(())
+}
+
+/// Follows a run's stream (progress on stderr) to its result, which `pick` takes
+/// apart; any other result is the daemon's mistake.
+async fn follow<T>(
+    stream: coffer_common::tonic::Streaming<proto::BackupEvent>,
+    what: &str,
+    pick: impl FnOnce(Event) -> Option<T>,
+) -> Result<T> {
+    pick(progress::follow(stream, what).await?).ok_or_else(|| Failure {
+        code: 1,
+        message: "the daemon sent an unexpected reply".into(),
+    })
 }
 
 async fn set_protected(c: &mut Client, id: String, protected: bool, json: bool) -> Result<()> {

@@ -312,7 +312,7 @@ fn run_text(run: Option<&proto::RunSummary>) -> String {
             let took = (r.finished_at - r.started_at).max(0) as u64;
             let mut text = format!(
                 "{} {} ({})",
-                r.status,
+                r.status().short_name(),
                 timestamp(r.started_at),
                 whole_seconds(took)
             );
@@ -335,7 +335,7 @@ pub fn status(s: &proto::GetStatusResponse, json: bool) {
                     "name": j.name,
                     "running": j.running,
                     "last-run": j.last_run.as_ref().map(|r| json!({
-                        "status": r.status,
+                        "status": r.status().short_name(),
                         "started-at": time_json(r.started_at),
                         "finished-at": time_json(r.finished_at),
                         "error": r.error,

@@ -44,19 +44,20 @@ pub async fn follow(mut stream: Streaming<BackupEvent>, what: &str) -> Result<Ev
         };
         match message.event {
             Some(Event::Progress(p)) => {
+                let phase = p.phase().short_name();
                 if let Some(bar) = &bar {
-                    bar.set_message(p.phase.clone());
+                    bar.set_message(phase.clone());
                     bar.set_length(p.bytes_total);
                     bar.set_position(p.bytes_done);
-                } else if p.phase != last_phase {
+                } else if phase != last_phase {
                     let detail = if p.message.is_empty() {
                         String::new()
                     } else {
                         format!(": {}", p.message)
                     };
-                    eprintln!("{what}: {}{detail}", p.phase);
+                    eprintln!("{what}: {phase}{detail}");
                 }
-                last_phase = p.phase;
+                last_phase = phase;
             }
             Some(result) => break Ok(result),
             None => {}

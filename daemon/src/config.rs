@@ -15,8 +15,8 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::retention::Policy;
-use crate::schedule::Schedule;
+use crate::policy::retention::Policy;
+use crate::policy::schedule::Schedule;
 
 /// Where the config is read from when neither `--config` nor `$COFFER_CONFIG` is given.
 pub const DEFAULT_CONFIG: &str = "/etc/coffer/cofferd.toml";
@@ -77,11 +77,55 @@ pub struct DaemonConfig {
     pub max_upload_size: u64,
 }
 
+/// How an SQLite database is snapshotted (`snapshot-method`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SnapshotMethod {
+    /// `VACUUM INTO` a file in staging, then archive that file (the default).
+    #[default]
+    VacuumInto,
+    /// Stream the pages of one read transaction into the archive.
+    PageStream,
+}
+
+impl SnapshotMethod {
+    /// The config value and the name recorded in manifests.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SnapshotMethod::VacuumInto => "vacuum-into",
+            SnapshotMethod::PageStream => "page-stream",
+        }
+    }
+
+    /// Parses the config value.
+    pub fn parse(text: &str) -> Option<SnapshotMethod> {
+        [SnapshotMethod::VacuumInto, SnapshotMethod::PageStream]
+            .into_iter()
+            .find(|m| m.as_str() == text)
+    }
+}
+
+/// Where a job's database is, by kind.
+#[derive(Debug, Clone)]
+pub enum SourceConfig {
+    /// `database = "/path/app.db"`.
+    Sqlite(SqliteConfig),
+}
+
+/// An SQLite source.
+#[derive(Debug, Clone)]
+pub struct SqliteConfig {
+    /// The live database file (its name is valid UTF-8: it becomes `db/<name>`).
+    pub path: PathBuf,
+    /// How long the snapshot waits for the app's write lock before failing.
+    pub busy_timeout: Duration,
+    pub snapshot_method: SnapshotMethod,
+}
+
 /// One `[[job]]`.
 #[derive(Debug, Clone)]
 pub struct JobConfig {
     pub name: String,
-    pub database: PathBuf,
+    pub source: SourceConfig,
     pub media: Vec<PathBuf>,
     /// `None` when the job runs on demand only.
     pub schedule: Option<Schedule>,
@@ -91,9 +135,6 @@ pub struct JobConfig {
     pub min_free_space: u64,
     pub stale_after: Duration,
     pub catch_up: bool,
-    /// How long the snapshot waits for the app's write lock before failing.
-    pub busy_timeout: Duration,
-    pub snapshot_method: crate::snapshot::SnapshotMethod,
     pub retention: Policy,
     pub hooks: Hooks,
 }
@@ -107,6 +148,15 @@ pub struct Hooks {
     pub before_restore: Vec<String>,
     pub after_restore: Vec<String>,
     pub timeout: Duration,
+}
+
+impl JobConfig {
+    /// The SQLite source, for jobs that have one.
+    pub fn sqlite(&self) -> Option<&SqliteConfig> {
+        match &self.source {
+            SourceConfig::Sqlite(c) => Some(c),
+        }
+    }
 }
 
 impl Config {
@@ -345,8 +395,76 @@ impl Validator<'_> {
         })
     }
 
+    fn retention(&self, key: &str, raw: RawRetention) -> Result<Policy, ConfigError> {
+        let r = raw;
+        Ok(Policy {
+            keep_last: r.keep_last.unwrap_or(0),
+            keep_within: match r.keep_within.as_deref() {
+                Some(text) => Some(self.duration(&format!("{key}.keep-within"), Some(text), "0s")?)
+                    .filter(|d| !d.is_zero()),
+                None => None,
+            },
+            keep_hourly: r.keep_hourly.unwrap_or(0),
+            keep_daily: r.keep_daily.unwrap_or(0),
+            keep_weekly: r.keep_weekly.unwrap_or(0),
+            keep_monthly: r.keep_monthly.unwrap_or(0),
+            keep_yearly: r.keep_yearly.unwrap_or(0),
+        })
+    }
+
+    fn hooks(&self, key: &str, raw: RawHooks) -> Result<Hooks, ConfigError> {
+        let h = raw;
+        Ok(Hooks {
+            timeout: self.duration(&format!("{key}.timeout"), h.timeout.as_deref(), "5m")?,
+            before_backup: h.before_backup,
+            after_backup: h.after_backup,
+            on_failure: h.on_failure,
+            before_restore: h.before_restore,
+            after_restore: h.after_restore,
+        })
+    }
+
+    /// The SQLite source of a job: `database`, `busy-timeout`, `snapshot-method`.
+    fn sqlite(&self, key: &dyn Fn(&str) -> String, raw: &RawJob) -> Result<SourceConfig, ConfigError> {
+        let database = self.absolute(&key("database"), &raw.database)?;
+        match database.file_name().map(|n| n.to_str()) {
+            None => return Err(self.err(key("database"), "must name a database file")),
+            // The name becomes the archive entry `db/<name>`, which must be UTF-8. (TOML
+            // strings are UTF-8, so this guards other ways of building a config.)
+            Some(None) => {
+                return Err(self.err(
+                    key("database"),
+                    format!(
+                        "the file name of '{}' is not valid UTF-8; rename the database or link it under a UTF-8 name",
+                        database.display()
+                    ),
+                ));
+            }
+            Some(Some(_)) => {}
+        }
+        let busy_timeout = self.duration(&key("busy-timeout"), raw.busy_timeout.as_deref(), "10s")?;
+        if busy_timeout > Duration::from_secs(i32::MAX as u64 / 1000) {
+            return Err(self.err(key("busy-timeout"), "is too long"));
+        }
+        let method_text = raw
+            .snapshot_method
+            .as_deref()
+            .unwrap_or(SnapshotMethod::VacuumInto.as_str());
+        let snapshot_method = SnapshotMethod::parse(method_text).ok_or_else(|| {
+            self.err(
+                key("snapshot-method"),
+                format!("'{method_text}' is not a snapshot method; use \"vacuum-into\" or \"page-stream\""),
+            )
+        })?;
+        Ok(SourceConfig::Sqlite(SqliteConfig {
+            path: database,
+            busy_timeout,
+            snapshot_method,
+        }))
+    }
+
     fn job(&self, index: usize, raw: RawJob) -> Result<JobConfig, ConfigError> {
-        let name = raw.name;
+        let name = raw.name.clone();
         if !coffer_common::ids::is_valid_job_name(&name) {
             return Err(self.err(
                 format!("job[{index}].name"),
@@ -356,10 +474,7 @@ impl Validator<'_> {
             ));
         }
         let key = |k: &str| format!("job '{name}': {k}");
-        let database = self.absolute(&key("database"), &raw.database)?;
-        if database.file_name().is_none() {
-            return Err(self.err(key("database"), "must name a database file"));
-        }
+        let source = self.sqlite(&key, &raw)?;
         let mut media = Vec::with_capacity(raw.media.len());
         for dir in &raw.media {
             media.push(self.absolute(&key("media"), dir)?);
@@ -387,46 +502,10 @@ impl Validator<'_> {
                 format!("{compression_level} is out of range; use 1 (fastest) to 19 (smallest)"),
             ));
         }
-        let r = raw.retention;
-        let retention = Policy {
-            keep_last: r.keep_last.unwrap_or(0),
-            keep_within: match r.keep_within.as_deref() {
-                Some(text) => Some(self.duration(&key("retention.keep-within"), Some(text), "0s")?)
-                    .filter(|d| !d.is_zero()),
-                None => None,
-            },
-            keep_hourly: r.keep_hourly.unwrap_or(0),
-            keep_daily: r.keep_daily.unwrap_or(0),
-            keep_weekly: r.keep_weekly.unwrap_or(0),
-            keep_monthly: r.keep_monthly.unwrap_or(0),
-            keep_yearly: r.keep_yearly.unwrap_or(0),
-        };
-        let h = raw.hooks;
-        let hooks = Hooks {
-            timeout: self.duration(&key("hooks.timeout"), h.timeout.as_deref(), "5m")?,
-            before_backup: h.before_backup,
-            after_backup: h.after_backup,
-            on_failure: h.on_failure,
-            before_restore: h.before_restore,
-            after_restore: h.after_restore,
-        };
-        let busy_timeout = self.duration(&key("busy-timeout"), raw.busy_timeout.as_deref(), "10s")?;
-        if busy_timeout > Duration::from_secs(i32::MAX as u64 / 1000) {
-            return Err(self.err(key("busy-timeout"), "is too long"));
-        }
-        let method_text = raw
-            .snapshot_method
-            .as_deref()
-            .unwrap_or(crate::snapshot::METHOD_VACUUM_INTO);
-        let snapshot_method = crate::snapshot::SnapshotMethod::parse(method_text).ok_or_else(|| {
-            self.err(
-                key("snapshot-method"),
-                format!("'{method_text}' is not a snapshot method; use \"vacuum-into\" or \"page-stream\""),
-            )
-        })?;
+        let retention = self.retention(&key("retention"), raw.retention)?;
+        let hooks = self.hooks(&key("hooks"), raw.hooks)?;
         Ok(JobConfig {
-            snapshot_method,
-            database,
+            source,
             media,
             schedule,
             timezone,
@@ -435,7 +514,6 @@ impl Validator<'_> {
             min_free_space: self.size(&key("min-free-space"), raw.min_free_space.as_deref(), "1GiB")?,
             stale_after: self.duration(&key("stale-after"), raw.stale_after.as_deref(), "26h")?,
             catch_up: raw.catch_up.unwrap_or(true),
-            busy_timeout,
             retention,
             hooks,
             name,

@@ -3,8 +3,13 @@
 //! A hook is an argv array run without a shell, with the job's hook `timeout`, stdin
 //! closed, and `COFFER_JOB`, `COFFER_EVENT`, `COFFER_BACKUP_ID` and `COFFER_ERROR` in
 //! its environment, in its own process group. Its output goes to the log. When the
-//! hook exits or times out, anything it left running in its group is killed. A `before-*` hook that fails (non-zero
-//! exit, timeout, cannot start) aborts its operation; the others only log.
+//! hook exits or times out, anything it left running in its group is killed. A
+//! `before-*` hook that fails (non-zero exit, timeout, cannot start) aborts its
+//! operation; the others only log.
+//!
+//! Shutdown ends hooks too: when the run's cancel token fires (SIGTERM), a running
+//! hook's process group is killed at once, so a long hook timeout never outlives
+//! `shutdown-grace`; a hook is not started once shutdown has begun.
 //!
 //! Blocking: callers run hooks from their blocking run thread.
 
@@ -12,6 +17,8 @@ use std::io::Read;
 use std::os::unix::process::CommandExt;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
+
+use tokio_util::sync::CancellationToken;
 
 use crate::config::JobConfig;
 
@@ -59,8 +66,14 @@ pub struct HookError {
     pub why: String,
 }
 
-/// Runs the job's hook for `event`, if it has one.
-pub fn run(job: &JobConfig, event: HookEvent, backup_id: &str, error: &str) -> Result<(), HookError> {
+/// Runs the job's hook for `event`, if it has one; `cancel` (shutdown) ends it.
+pub fn run(
+    job: &JobConfig,
+    event: HookEvent,
+    backup_id: &str,
+    error: &str,
+    cancel: &CancellationToken,
+) -> Result<(), HookError> {
     let argv = event.argv(job);
     let Some((program, args)) = argv.split_first() else {
         return Ok(());
@@ -71,6 +84,9 @@ pub fn run(job: &JobConfig, event: HookEvent, backup_id: &str, error: &str) -> R
         program: program.clone(),
         why,
     };
+    if cancel.is_cancelled() {
+        return Err(fail(SHUTTING_DOWN.to_owned()));
+    }
     let mut child = Command::new(program)
         .args(args)
         .env("COFFER_JOB", &job.name)
@@ -100,6 +116,11 @@ pub fn run(job: &JobConfig, event: HookEvent, backup_id: &str, error: &str) -> R
     let status = loop {
         match child.try_wait() {
             Ok(Some(status)) => break Ok(status),
+            Ok(None) if cancel.is_cancelled() => {
+                kill_group(child.id());
+                let _ = child.wait();
+                break Err(fail(SHUTTING_DOWN.to_owned()));
+            }
             Ok(None) if Instant::now() >= deadline => {
                 kill_group(child.id());
                 let _ = child.wait();
@@ -132,6 +153,9 @@ pub fn run(job: &JobConfig, event: HookEvent, backup_id: &str, error: &str) -> R
     }
 }
 
+/// Why a hook was stopped or not started at shutdown.
+const SHUTTING_DOWN: &str = "was stopped because cofferd is shutting down";
+
 /// SIGKILLs the process group led by `pid` (the hook); gone already is fine.
 fn kill_group(pid: u32) {
     if let Ok(pid) = i32::try_from(pid) {
@@ -140,8 +164,62 @@ fn kill_group(pid: u32) {
 }
 
 /// Runs a hook whose failure must not fail the operation; logs it instead.
-pub fn run_logged(job: &JobConfig, event: HookEvent, backup_id: &str, error: &str) {
-    if let Err(e) = run(job, event, backup_id, error) {
+pub fn run_logged(
+    job: &JobConfig,
+    event: HookEvent,
+    backup_id: &str,
+    error: &str,
+    cancel: &CancellationToken,
+) {
+    if let Err(e) = run(job, event, backup_id, error, cancel) {
         tracing::warn!(job = job.name, "{e}");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+    use crate::config::Config;
+
+    fn job(hooks: &str) -> JobConfig {
+        let text = format!(
+            "[[job]]\nname = \"app\"\ndatabase = \"/x/app.db\"\nschedule = \"manual\"\n[job.hooks]\n{hooks}\n"
+        );
+        Config::parse(Path::new("/t.toml"), &text).unwrap().jobs.remove(0)
+    }
+
+    #[test]
+    fn shutdown_ends_a_running_hook_long_before_its_timeout() {
+        let job = job("before-backup = [\"sleep\", \"60\"]\ntimeout = \"5m\"");
+        let cancel = CancellationToken::new();
+        let stopper = {
+            let cancel = cancel.clone();
+            std::thread::spawn(move || {
+                std::thread::sleep(Duration::from_millis(300));
+                cancel.cancel();
+            })
+        };
+        let clock = Instant::now();
+        let err = run(&job, HookEvent::BeforeBackup, "", "", &cancel).unwrap_err();
+        stopper.join().unwrap();
+        assert!(
+            clock.elapsed() < Duration::from_secs(5),
+            "took {:?}",
+            clock.elapsed()
+        );
+        assert!(err.to_string().contains("shutting down"), "{err}");
+        // Once shutdown began, no hook starts.
+        let err = run(&job, HookEvent::BeforeBackup, "", "", &cancel).unwrap_err();
+        assert!(err.to_string().contains("shutting down"), "{err}");
+    }
+
+    #[test]
+    fn a_hook_that_succeeds_is_ok_and_none_is_ok() {
+        let job = job("before-backup = [\"true\"]");
+        let cancel = CancellationToken::new();
+        run(&job, HookEvent::BeforeBackup, "", "", &cancel).unwrap();
+        run(&job, HookEvent::AfterBackup, "", "", &cancel).unwrap();
     }
 }

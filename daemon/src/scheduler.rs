@@ -21,7 +21,9 @@ use chrono::{DateTime, Utc};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::engine::{Engine, Error};
+use crate::engine::Engine;
+use crate::error::Error;
+use crate::run::{RunKind, RunStatus};
 
 /// Who the audit log says started scheduled runs.
 const ACTOR: &str = "scheduler";
@@ -120,9 +122,13 @@ async fn fire(engine: &Arc<Engine>, name: &str, stop: &CancellationToken) {
             let _ = tokio::task::spawn_blocking(move || {
                 let why = "the previous backup of this job was still running";
                 engine.audit(ACTOR, "backup skipped", &name, Some(why));
-                engine
-                    .catalog()
-                    .record_run(&name, "backup", "skipped", Utc::now().timestamp(), why)
+                engine.catalog().record_run(
+                    &name,
+                    RunKind::Backup,
+                    RunStatus::Skipped,
+                    Utc::now().timestamp(),
+                    why,
+                )
             })
             .await;
             return;
@@ -134,7 +140,6 @@ async fn fire(engine: &Arc<Engine>, name: &str, stop: &CancellationToken) {
     };
     // The run itself is logged and recorded by the engine; the audit says who started it.
     let result = engine
-        .clone()
         .backup(claim, String::new(), stop.child_token(), Box::new(|_| {}))
         .await;
     let (target, error) = match &result {

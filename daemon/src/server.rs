@@ -28,12 +28,12 @@ use tokio_stream::wrappers::UnixListenerStream;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::auth::{Access, Peer, Role};
+use crate::api::auth::{Access, Peer, Role};
+use crate::api::service::CofferService;
 use crate::catalog::Catalog;
 use crate::config::Config;
 use crate::engine::Engine;
 use crate::notify;
-use crate::service::CofferService;
 
 /// Creates `dir` (and parents) if missing.
 fn ensure_dir(dir: &Path, what: &str) -> anyhow::Result<()> {
@@ -101,18 +101,21 @@ fn listener(config: &Config) -> anyhow::Result<(UnixListener, bool)> {
 /// Sweeps leftovers, opens and reconciles the catalog (blocking).
 fn open_catalog(config: &Config) -> anyhow::Result<Catalog> {
     let daemon = &config.daemon;
-    let staging = daemon.state_dir.join("staging");
-    for path in crate::fsutil::sweep_leftovers(&daemon.backup_dir, &staging)
+    let store = crate::store::LocalStore::new(&daemon.backup_dir, &daemon.state_dir);
+    for path in store
+        .sweep()
         .context("cannot sweep leftovers of an earlier run")?
     {
         tracing::info!(path = %path.display(), "removed a leftover of an interrupted run");
     }
-    for id in crate::restore::recover(&daemon.state_dir).context("cannot recover an interrupted restore")? {
+    for id in
+        crate::ops::restore::recover(&daemon.state_dir).context("cannot recover an interrupted restore")?
+    {
         tracing::info!(id, "recovered an interrupted in-place restore");
     }
     let catalog = Catalog::open(&daemon.state_dir.join("catalog.db"))?;
     catalog.fail_interrupted_runs(chrono::Utc::now().timestamp())?;
-    let report = catalog.reconcile(&daemon.backup_dir)?;
+    let report = catalog.reconcile(&store)?;
     for id in &report.added {
         tracing::info!(id, "catalogued a backup found in the backup directory");
     }
@@ -126,7 +129,7 @@ fn open_catalog(config: &Config) -> anyhow::Result<Catalog> {
         tracing::warn!(path = %path.display(), "archive has no valid sidecar; left alone, not catalogued");
     }
     for job in &config.jobs {
-        if let Err(e) = crate::snapshot::probe(&job.database, std::time::Duration::from_millis(100)) {
+        if let Err(e) = crate::source::for_job(job).probe() {
             tracing::warn!(job = job.name, "job cannot back up right now: {e}");
         }
     }
@@ -218,55 +221,101 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let (listener, inherited) = listener(&config)?;
     let shutdown = CancellationToken::new();
     let tasks = TaskTracker::new();
-    let mut terminate = signal(SignalKind::terminate()).context("cannot watch SIGTERM")?;
-    let mut interrupt = signal(SignalKind::interrupt()).context("cannot watch SIGINT")?;
-    let mut hangup = signal(SignalKind::hangup()).context("cannot watch SIGHUP")?;
-
-    let (health_reporter, health_service) = tonic_health::server::health_reporter();
-    health_reporter.set_serving::<CofferServer<CofferService>>().await;
-    health_reporter
-        .set_service_status("", tonic_health::ServingStatus::Serving)
-        .await;
-    tasks.spawn(crate::health::run(
-        engine.clone(),
-        health_reporter.clone(),
-        shutdown.clone(),
-    ));
-    // Health is for readers too, never for strangers.
-    let health_access = access.clone();
-    let health_service = tonic::service::interceptor::InterceptedService::new(
-        health_service,
-        move |req: tonic::Request<()>| {
-            let peer = Peer::from_extensions(req.extensions())?;
-            let access = health_access.read().unwrap_or_else(|p| p.into_inner()).clone();
-            access.check(&peer, Role::Reader, "read health")?;
-            Ok(req)
-        },
-    );
-
+    let (reporter, health_service) = health(&engine, &access, &tasks, &shutdown).await;
     let scheduler = shutdown.child_token();
     crate::scheduler::start(&engine, &tasks, &scheduler, &shutdown);
     notify::spawn_watchdog(&tasks, shutdown.clone());
 
     let service = CofferServer::new(CofferService::new(
         engine.clone(),
-        health_reporter.clone(),
+        reporter.clone(),
         access.clone(),
         tasks.clone(),
         shutdown.clone(),
     ))
     .max_decoding_message_size(16 << 20);
-    let mut live = Live {
+    let live = Live {
         engine: engine.clone(),
         access,
         tasks: tasks.clone(),
         shutdown: shutdown.clone(),
         scheduler,
     };
+    let signals = signals(live, reporter)?;
 
-    let stop = shutdown.clone();
-    let reporter = health_reporter.clone();
-    let signals = async move {
+    tracing::info!(socket = %daemon.socket.display(), jobs = config.jobs.len(), inherited, "cofferd {} ready", coffer_common::VERSION);
+    notify::ready("idle");
+
+    let server = tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(health_service)
+            .add_service(service)
+            .serve_with_incoming_shutdown(UnixListenerStream::new(listener), signals),
+    );
+    let served = drain(server, &shutdown, &tasks, daemon.shutdown_grace).await;
+    if !inherited {
+        let _ = std::fs::remove_file(&daemon.socket);
+    }
+    served
+        .context("the gRPC server task failed")?
+        .context("the gRPC server failed")?;
+    tracing::info!("cofferd stopped");
+    Ok(())
+}
+
+/// Lets readers (and admins) call the health service, never strangers.
+#[derive(Clone)]
+struct ReadersOnly(Arc<RwLock<Access>>);
+
+impl tonic::service::Interceptor for ReadersOnly {
+    fn call(&mut self, req: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
+        let peer = Peer::from_extensions(req.extensions())?;
+        let access = self.0.read().unwrap_or_else(|p| p.into_inner()).clone();
+        access.check(&peer, Role::Reader, "read health")?;
+        Ok(req)
+    }
+}
+
+/// The grpc.health.v1 service (readers only) and the task that keeps its per-job
+/// statuses current.
+async fn health(
+    engine: &Arc<Engine>,
+    access: &Arc<RwLock<Access>>,
+    tasks: &TaskTracker,
+    shutdown: &CancellationToken,
+) -> (
+    tonic_health::server::HealthReporter,
+    tonic::service::interceptor::InterceptedService<
+        tonic_health::pb::health_server::HealthServer<impl tonic_health::pb::health_server::Health>,
+        ReadersOnly,
+    >,
+) {
+    let (reporter, service) = tonic_health::server::health_reporter();
+    reporter.set_serving::<CofferServer<CofferService>>().await;
+    reporter
+        .set_service_status("", tonic_health::ServingStatus::Serving)
+        .await;
+    tasks.spawn(crate::api::health::run(
+        engine.clone(),
+        reporter.clone(),
+        shutdown.clone(),
+    ));
+    let service = tonic::service::interceptor::InterceptedService::new(service, ReadersOnly(access.clone()));
+    (reporter, service)
+}
+
+/// The future that ends serving: SIGTERM or SIGINT (or a cancelled shutdown token)
+/// notify STOPPING, turn the daemon's health NOT_SERVING and cancel the token; SIGHUP
+/// reloads the config.
+fn signals(
+    mut live: Live,
+    reporter: tonic_health::server::HealthReporter,
+) -> anyhow::Result<impl Future<Output = ()> + Send + 'static> {
+    let mut terminate = signal(SignalKind::terminate()).context("cannot watch SIGTERM")?;
+    let mut interrupt = signal(SignalKind::interrupt()).context("cannot watch SIGINT")?;
+    let mut hangup = signal(SignalKind::hangup()).context("cannot watch SIGHUP")?;
+    let stop = live.shutdown.clone();
+    Ok(async move {
         loop {
             tokio::select! {
                 _ = terminate.recv() => { tracing::info!("SIGTERM received, shutting down"); break; }
@@ -280,52 +329,39 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             .set_service_status("", tonic_health::ServingStatus::NotServing)
             .await;
         stop.cancel();
-    };
+    })
+}
 
-    tracing::info!(socket = %daemon.socket.display(), jobs = config.jobs.len(), inherited, "cofferd {} ready", coffer_common::VERSION);
-    notify::ready("idle");
-
-    let mut server = tokio::spawn(
-        tonic::transport::Server::builder()
-            .add_service(health_service)
-            .add_service(service)
-            .serve_with_incoming_shutdown(UnixListenerStream::new(listener), signals),
-    );
-    // Serve until a signal cancels `shutdown` (or the server fails on its own).
+/// Serves until `shutdown` is cancelled (or the server fails on its own), then lets
+/// running work finish or clean up within `grace`. Running work sees the cancelled
+/// token (partial files removed, run recorded as cancelled); the server waits for
+/// open streams, which end when that work ends.
+async fn drain(
+    mut server: tokio::task::JoinHandle<Result<(), tonic::transport::Error>>,
+    shutdown: &CancellationToken,
+    tasks: &TaskTracker,
+    grace: std::time::Duration,
+) -> Result<Result<(), tonic::transport::Error>, tokio::task::JoinError> {
     let early = tokio::select! {
         result = &mut server => Some(result),
         () = shutdown.cancelled() => None,
     };
-
-    // Running work sees the cancelled token and cleans up (partial files removed, run
-    // recorded as cancelled). The server itself waits for open streams, which end
-    // when that work ends; both are bounded by shutdown-grace.
     shutdown.cancel();
     tasks.close();
-    let served = match early {
-        Some(result) => result,
-        None => {
-            let drained = tokio::time::timeout(daemon.shutdown_grace, async {
-                tasks.wait().await;
-                (&mut server).await
-            })
-            .await;
-            match drained {
-                Ok(result) => result,
-                Err(_) => {
-                    tracing::warn!("running work did not stop within shutdown-grace; exiting anyway");
-                    server.abort();
-                    Ok(Ok(()))
-                }
-            }
-        }
-    };
-    if !inherited {
-        let _ = std::fs::remove_file(&daemon.socket);
+    if let Some(result) = early {
+        return result;
     }
-    served
-        .context("the gRPC server task failed")?
-        .context("the gRPC server failed")?;
-    tracing::info!("cofferd stopped");
-    Ok(())
+    let drained = tokio::time::timeout(grace, async {
+        tasks.wait().await;
+        (&mut server).await
+    })
+    .await;
+    match drained {
+        Ok(result) => result,
+        Err(_) => {
+            tracing::warn!("running work did not stop within shutdown-grace; exiting anyway");
+            server.abort();
+            Ok(Ok(()))
+        }
+    }
 }

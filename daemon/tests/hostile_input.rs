@@ -43,11 +43,12 @@ use std::sync::OnceLock;
 use coffer_common::format::error_chain;
 use coffer_common::ids::{self, IdRef};
 use coffer_daemon::archive::{ArchiveError, ArchiveWriter, Expected, read_archive};
+use coffer_daemon::archive::{Extractor, Layout};
 use coffer_daemon::config::Config;
 use coffer_daemon::manifest::{
-    self, EntryKind, Manifest, Sidecar, SourceInfo, Totals, check_entry_path, is_sha256_hex,
+    self, ArchiveKind, EntryKind, Manifest, Sidecar, SourceInfo, SqliteInfo, Totals, check_entry_path,
+    is_sha256_hex,
 };
-use coffer_daemon::restore::{Extractor, Layout};
 use proptest::prelude::*;
 use proptest::sample::Index;
 use proptest::test_runner::TestCaseResult;
@@ -144,21 +145,22 @@ enum Node {
 fn blank_manifest() -> Manifest {
     Manifest {
         format_version: manifest::FORMAT_VERSION,
+        kind: ArchiveKind::Backup,
         id: ID.into(),
         job: JOB.into(),
         created_at: "2026-01-01T00:00:00Z".into(),
         coffer_version: "0.1.0".into(),
         hostname: "host".into(),
-        sqlite_version: "3.50.0".into(),
-        source: SourceInfo {
+        source: SourceInfo::Sqlite(SqliteInfo {
             path: "/var/lib/app/app.db".into(),
+            sqlite_version: "3.50.0".into(),
             page_size: 4096,
             page_count: 5,
             user_version: 0,
             application_id: 0,
             journal_mode: "wal".into(),
             snapshot_method: "vacuum-into".into(),
-        },
+        }),
         media_roots: (0..ROOTS).map(|n| format!("/srv/media{n}")).collect(),
         entries: Vec::new(),
         totals: Totals::default(),
@@ -194,10 +196,10 @@ fn valid() -> &'static Valid {
             .add_file("db/app.db", &db, &fs::metadata(&db).unwrap(), &mut |_| {})
             .unwrap();
         for (n, root) in [&m0, &m1].into_iter().enumerate() {
-            let (items, skipped) = coffer_daemon::archive::walk_media(n, root).unwrap();
+            let (items, skipped) = coffer_daemon::source::media::walk_media(n, root).unwrap();
             assert!(skipped.is_empty());
             for item in &items {
-                writer.add_media_item(item, &mut |_| {}).unwrap();
+                coffer_daemon::source::media::add_to_archive(&mut writer, item, &mut |_| {}).unwrap();
             }
         }
         let (manifest, size, sha) = writer.finish(blank_manifest()).unwrap();
@@ -904,7 +906,7 @@ fn parse_sidecar(bytes: &[u8]) -> Result<Sidecar, String> {
     let case = tempfile::tempdir().unwrap();
     let path = case.path().join(format!("{ID}.json"));
     fs::write(&path, bytes).unwrap();
-    coffer_daemon::catalog::read_sidecar(&path)
+    coffer_daemon::manifest::sidecar::read(&path)
 }
 
 fn json_value() -> impl Strategy<Value = Value> {

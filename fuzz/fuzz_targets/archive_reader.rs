@@ -8,8 +8,7 @@
 //! (as clients see it) that is empty or not one printable line.
 #![no_main]
 
-use coffer_daemon::archive::read_archive;
-use coffer_daemon::restore::{Extractor, Layout};
+use coffer_daemon::archive::{Extractor, Layout, read_archive};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

@@ -115,8 +115,9 @@ fn backup_round_trip_with_plain_tar_and_zstd() {
     assert!(extracted_media.join("straße ünïcødé.txt").is_file());
     assert!(extracted_media.join("empty-dir").is_dir());
 
-    // The manifest's header fields.
-    assert_eq!(manifest["format-version"], 1);
+    // The manifest's header fields (format-version 2: a backup, with an SQLite source).
+    assert_eq!(manifest["format-version"], 2);
+    assert_eq!(str_of(&manifest, "kind"), "backup");
     assert_eq!(str_of(&manifest, "id"), id);
     assert_eq!(str_of(&manifest, "job"), "app");
     let created = str_of(&manifest, "created-at");
@@ -135,8 +136,9 @@ fn backup_round_trip_with_plain_tar_and_zstd() {
     if !hostname.trim().is_empty() {
         assert_eq!(str_of(&manifest, "hostname"), hostname.trim());
     }
-    assert_eq!(str_of(&manifest, "sqlite-version"), rusqlite::version());
     let source = &manifest["source"];
+    assert_eq!(str_of(source, "kind"), "sqlite");
+    assert_eq!(str_of(source, "sqlite-version"), rusqlite::version());
     assert_eq!(str_of(source, "path"), app.db.display().to_string());
     let conn = rusqlite::Connection::open(&app.db).unwrap();
     let page_size: u64 = conn.query_row("PRAGMA page_size", [], |r| r.get(0)).unwrap();

@@ -9,6 +9,8 @@
 //! - [`backup`]: a backup round trip and the list/show/delete commands.
 //! - [`errors`]: failing runs and failing start-ups, each with its exit code and sentence.
 //! - [`catalog`]: the catalog is rebuilt from the backup directory; leftovers are swept.
+//! - [`compat`]: a v1 archive (a fixture written before format-version 2) keeps
+//!   verifying, restoring and uploading.
 //! - [`consistency`]: a snapshot taken under concurrent writes is consistent and does
 //!   not stall the writer.
 //! - [`daemon_ops`]: systemd notifications, SIGTERM during a backup, SIGHUP reloads.
@@ -38,6 +40,7 @@
 mod access;
 mod backup;
 mod catalog;
+mod compat;
 mod consistency;
 mod corruption;
 mod daemon_ops;

@@ -6,7 +6,9 @@
 
 use std::fmt::Write;
 
-use crate::engine::{Engine, Error};
+use crate::engine::Engine;
+use crate::error::Error;
+use crate::run::RunKind;
 
 /// Escapes a label value (backslash, double quote, newline).
 fn label(value: &str) -> String {
@@ -44,7 +46,6 @@ impl<'a> Family<'a> {
 /// Renders all metrics.
 pub fn render(engine: &Engine) -> Result<String, Error> {
     let config = engine.config();
-    let catalog = engine.catalog();
     let mut out = String::new();
 
     Family::new(&mut out, "coffer_up", "gauge", "Whether cofferd is running.").sample("coffer_up", &[], 1);
@@ -52,81 +53,14 @@ pub fn render(engine: &Engine) -> Result<String, Error> {
         "coffer_build_info",
         &[
             ("version", coffer_common::VERSION),
-            ("sqlite_version", crate::snapshot::sqlite_version()),
+            ("sqlite_version", crate::source::sqlite::sqlite_version()),
         ],
         1,
     );
 
-    let mut stats = Vec::new();
-    for job in &config.jobs {
-        let s = engine.job_stats(&job.name)?;
-        let last = catalog.last_successful_backup_run(&job.name)?;
-        stats.push((job.name.as_str(), s, last));
-    }
-    let mut f = Family::new(&mut out, "coffer_backups", "gauge", "Catalogued backups per job.");
-    for (job, s, _) in &stats {
-        f.sample("coffer_backups", &[("job", job)], s.count);
-    }
-    let mut f = Family::new(
-        &mut out,
-        "coffer_backup_bytes",
-        "gauge",
-        "Bytes of all archives per job.",
-    );
-    for (job, s, _) in &stats {
-        f.sample("coffer_backup_bytes", &[("job", job)], s.bytes);
-    }
-    let mut f = Family::new(
-        &mut out,
-        "coffer_backup_last_success_timestamp_seconds",
-        "gauge",
-        "Creation time of the newest backup per job (0 if none).",
-    );
-    for (job, s, _) in &stats {
-        f.sample(
-            "coffer_backup_last_success_timestamp_seconds",
-            &[("job", job)],
-            s.newest_at,
-        );
-    }
-    let mut f = Family::new(
-        &mut out,
-        "coffer_backup_last_duration_seconds",
-        "gauge",
-        "Duration of the last successful backup run per job.",
-    );
-    for (job, _, last) in &stats {
-        let seconds = last.as_ref().map_or(0, |r| (r.finished_at - r.started_at).max(0));
-        f.sample("coffer_backup_last_duration_seconds", &[("job", job)], seconds);
-    }
-    let mut f = Family::new(
-        &mut out,
-        "coffer_backup_last_size_bytes",
-        "gauge",
-        "Archive size of the last successful backup run per job.",
-    );
-    for (job, _, last) in &stats {
-        f.sample(
-            "coffer_backup_last_size_bytes",
-            &[("job", job)],
-            last.as_ref().map_or(0, |r| r.bytes),
-        );
-    }
-    let mut f = Family::new(
-        &mut out,
-        "coffer_runs_total",
-        "counter",
-        "Finished runs by job, kind and result.",
-    );
-    for (job, kind, status, n) in catalog.run_counts()? {
-        f.sample(
-            "coffer_runs_total",
-            &[("job", &job), ("kind", &kind), ("result", &status)],
-            n,
-        );
-    }
-    let (removed, verify_failures) =
-        engine.counters(|c| (c.retention_removed.clone(), c.verify_failures.clone()));
+    job_families(engine, &mut out)?;
+    let counters = engine.counters();
+    let (removed, verify_failures) = (counters.retention_removed, counters.verify_failures);
     for (name, help, counts) in [
         (
             "coffer_retention_removed_total",
@@ -148,7 +82,7 @@ pub fn render(engine: &Engine) -> Result<String, Error> {
             );
         }
     }
-    let free = crate::fsutil::free_space(&config.daemon.backup_dir).unwrap_or(0);
+    let free = engine.store().free_space().unwrap_or(0);
     Family::new(
         &mut out,
         "coffer_backup_dir_free_bytes",
@@ -157,6 +91,82 @@ pub fn render(engine: &Engine) -> Result<String, Error> {
     )
     .sample("coffer_backup_dir_free_bytes", &[], free);
     Ok(out)
+}
+
+/// The per-job families from the catalog: counts, bytes, newest backup, the last
+/// successful run's duration and size, and finished runs by kind and result.
+fn job_families(engine: &Engine, out: &mut String) -> Result<(), Error> {
+    let config = engine.config();
+    let catalog = engine.catalog();
+    let mut stats = Vec::new();
+    for job in &config.jobs {
+        let s = engine.job_stats(&job.name)?;
+        let last = catalog.last_successful_run(&job.name, RunKind::Backup)?;
+        stats.push((job.name.as_str(), s, last));
+    }
+    let mut f = Family::new(out, "coffer_backups", "gauge", "Catalogued backups per job.");
+    for (job, s, _) in &stats {
+        f.sample("coffer_backups", &[("job", job)], s.count);
+    }
+    let mut f = Family::new(
+        out,
+        "coffer_backup_bytes",
+        "gauge",
+        "Bytes of all archives per job.",
+    );
+    for (job, s, _) in &stats {
+        f.sample("coffer_backup_bytes", &[("job", job)], s.bytes);
+    }
+    let mut f = Family::new(
+        out,
+        "coffer_backup_last_success_timestamp_seconds",
+        "gauge",
+        "Creation time of the newest backup per job (0 if none).",
+    );
+    for (job, s, _) in &stats {
+        f.sample(
+            "coffer_backup_last_success_timestamp_seconds",
+            &[("job", job)],
+            s.newest_at,
+        );
+    }
+    let mut f = Family::new(
+        out,
+        "coffer_backup_last_duration_seconds",
+        "gauge",
+        "Duration of the last successful backup run per job.",
+    );
+    for (job, _, last) in &stats {
+        let seconds = last.as_ref().map_or(0, |r| (r.finished_at - r.started_at).max(0));
+        f.sample("coffer_backup_last_duration_seconds", &[("job", job)], seconds);
+    }
+    let mut f = Family::new(
+        out,
+        "coffer_backup_last_size_bytes",
+        "gauge",
+        "Archive size of the last successful backup run per job.",
+    );
+    for (job, _, last) in &stats {
+        f.sample(
+            "coffer_backup_last_size_bytes",
+            &[("job", job)],
+            last.as_ref().map_or(0, |r| r.bytes),
+        );
+    }
+    let mut f = Family::new(
+        out,
+        "coffer_runs_total",
+        "counter",
+        "Finished runs by job, kind and result.",
+    );
+    for (job, kind, status, n) in catalog.run_counts()? {
+        f.sample(
+            "coffer_runs_total",
+            &[("job", &job), ("kind", &kind), ("result", &status)],
+            n,
+        );
+    }
+    Ok(())
 }
 
 #[cfg(test)]

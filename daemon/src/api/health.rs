@@ -14,7 +14,9 @@ use std::time::Duration;
 use chrono::Utc;
 use tokio_util::sync::CancellationToken;
 
-use crate::engine::{Engine, Error};
+use crate::engine::Engine;
+use crate::error::Error;
+use crate::run::{RunKind, RunStatus};
 
 /// The health service name of a job.
 pub fn service_name(job: &str) -> String {
@@ -72,10 +74,10 @@ pub fn evaluate(engine: &Engine) -> Result<Vec<(String, JobHealth)>, Error> {
     let mut out = Vec::with_capacity(config.jobs.len());
     for job in &config.jobs {
         let stats = engine.job_stats(&job.name)?;
-        let last = engine.catalog().last_finished_backup_run(&job.name)?;
+        let last = engine.catalog().last_finished_run(&job.name, RunKind::Backup)?;
         let failed = last
             .as_ref()
-            .filter(|r| r.status == "failed")
+            .filter(|r| r.status == RunStatus::Failed)
             .map(|r| r.error.as_str());
         out.push((
             job.name.clone(),

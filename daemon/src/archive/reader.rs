@@ -1,0 +1,388 @@
+//! [`read_archive`]: one streaming pass over an archive that trusts nothing.
+//!
+//! Every entry is checked before a visitor sees it — path shape, type (no hard links,
+//! devices or fifos), no duplicates, nothing after the manifest — and, when the
+//! expected manifest is known (a catalogued backup's sidecar), against that manifest's
+//! entry *before* its bytes are read. Each entry's sha256 is computed as the visitor
+//! reads; at the end the archive's manifest must list exactly the entries seen, with
+//! the same kinds, sizes and hashes, and the file's own sha256 must match the sidecar.
+
+use std::collections::{HashMap, HashSet};
+use std::fs::File;
+use std::io::{self, Read};
+use std::path::Path;
+
+use super::{ArchiveError, HashingReader, copy_large, invalid};
+use crate::manifest::{self, Entry, EntryKind, MANIFEST_PATH, Manifest, symlink_stays_inside};
+
+/// The largest `manifest.json` the reader accepts (a manifest of a million entries is
+/// about 250 MiB; anything larger is hostile).
+const MAX_MANIFEST_BYTES: u64 = 512 << 20;
+
+/// An entry as the reader found it in the archive, already checked.
+#[derive(Debug, Clone)]
+pub struct FoundEntry {
+    pub path: String,
+    pub kind: EntryKind,
+    pub size: u64,
+    pub mode: u32,
+    pub mtime: i64,
+    pub target: Option<String>,
+}
+
+/// What the reader does with each entry's content.
+pub trait Visitor {
+    /// Called for each entry except the manifest. `content` yields the entry's bytes
+    /// (empty for directories and symlinks); whatever is not read is drained and hashed
+    /// by the reader.
+    fn entry(&mut self, entry: &FoundEntry, content: &mut dyn Read) -> Result<(), ArchiveError>;
+}
+
+/// A visitor that only reads (for verification).
+pub struct HashOnly;
+
+impl Visitor for HashOnly {
+    fn entry(&mut self, _entry: &FoundEntry, _content: &mut dyn Read) -> Result<(), ArchiveError> {
+        Ok(())
+    }
+}
+
+/// What the reader expects, when it knows (a catalogued backup's sidecar).
+pub struct Expected<'a> {
+    pub manifest: &'a Manifest,
+    pub size: u64,
+    pub sha256: &'a str,
+}
+
+/// Reads the archive at `path` in one streaming pass, checking everything the module
+/// doc lists, and hands each entry to `visitor`. `progress` gets the uncompressed
+/// bytes of entries read so far (the sidecar's `totals.bytes` is the total). Returns
+/// the archive's manifest, its size and its sha256.
+pub fn read_archive(
+    path: &Path,
+    expected: Option<Expected<'_>>,
+    visitor: &mut dyn Visitor,
+    progress: &mut dyn FnMut(u64),
+    cancelled: &dyn Fn() -> bool,
+) -> Result<(Manifest, u64, String), ArchiveError> {
+    let file = File::open(path).map_err(|source| ArchiveError::Source {
+        path: path.to_owned(),
+        source,
+    })?;
+    if let Some(exp) = &expected {
+        let actual = file.metadata().map_err(ArchiveError::Read)?.len();
+        if actual != exp.size {
+            return Err(invalid(format!(
+                "its size is {actual} bytes but its sidecar says {} (truncated or replaced)",
+                exp.size
+            )));
+        }
+    }
+    let mut hashing = HashingReader::new(io::BufReader::with_capacity(1 << 20, file));
+    let mut pass = Pass::new(expected.as_ref());
+    {
+        let decoder = zstd::stream::read::Decoder::new(&mut hashing).map_err(ArchiveError::Read)?;
+        let mut archive = tar::Archive::new(decoder);
+        for entry in archive.entries().map_err(ArchiveError::Read)? {
+            if cancelled() {
+                return Err(ArchiveError::Cancelled);
+            }
+            pass.entry(&mut entry.map_err(read_error)?, visitor, progress)?;
+        }
+        progress(pass.done);
+        // Read the rest of the zstd stream (end-of-archive blocks, frame checksum).
+        let mut decoder = archive.into_inner();
+        io::copy(&mut decoder, &mut io::sink()).map_err(read_error)?;
+    }
+    // Whatever follows the zstd frame still counts toward the file's hash.
+    io::copy(&mut hashing, &mut io::sink()).map_err(ArchiveError::Read)?;
+    let (size, sha256) = hashing.finish();
+    let (manifest, seen) = pass.finish()?;
+    if let Some(exp) = &expected {
+        if &manifest != exp.manifest {
+            return Err(invalid("manifest.json differs from the backup's sidecar"));
+        }
+        if sha256 != exp.sha256 {
+            return Err(invalid(format!(
+                "its sha256 is {sha256} but its sidecar says {}",
+                exp.sha256
+            )));
+        }
+    }
+    check_all_listed(&manifest, &seen)?;
+    Ok((manifest, size, sha256))
+}
+
+/// The state of one pass over an archive's entries.
+struct Pass<'a> {
+    /// The expected manifest's entries by path, when known.
+    expected: Option<HashMap<&'a str, &'a Entry>>,
+    seen: Vec<(FoundEntry, String)>,
+    seen_paths: HashSet<String>,
+    symlinks: HashSet<String>,
+    manifest_bytes: Option<Vec<u8>>,
+    done: u64,
+    last_report: u64,
+}
+
+impl<'a> Pass<'a> {
+    fn new(expected: Option<&Expected<'a>>) -> Pass<'a> {
+        Pass {
+            expected: expected.map(|e| {
+                e.manifest
+                    .entries
+                    .iter()
+                    .map(|entry| (entry.path.as_str(), entry))
+                    .collect()
+            }),
+            seen: Vec::new(),
+            seen_paths: HashSet::new(),
+            symlinks: HashSet::new(),
+            manifest_bytes: None,
+            done: 0,
+            last_report: 0,
+        }
+    }
+
+    /// Checks one entry, hands it to `visitor`, hashes its content and checks that.
+    fn entry<R: Read>(
+        &mut self,
+        entry: &mut tar::Entry<'_, R>,
+        visitor: &mut dyn Visitor,
+        progress: &mut dyn FnMut(u64),
+    ) -> Result<(), ArchiveError> {
+        let Some(found) = self.found(entry)? else {
+            return Ok(());
+        };
+        let want = match &self.expected {
+            Some(map) => {
+                let want = map.get(found.path.as_str()).copied().ok_or_else(|| {
+                    invalid(format!(
+                        "entry '{}' is not in the manifest",
+                        found.path.escape_debug()
+                    ))
+                })?;
+                check_against(&found, want)?;
+                Some(want)
+            }
+            None => None,
+        };
+        let mut content = HashingReader::new(entry);
+        visitor.entry(&found, &mut content)?;
+        copy_large(&mut content, &mut io::sink()).map_err(read_error)?;
+        let (got, sha256) = content.finish();
+        if got != found.size {
+            return Err(invalid(format!(
+                "entry '{}' is truncated",
+                found.path.escape_debug()
+            )));
+        }
+        if let Some(want) = want
+            && want.kind == EntryKind::File
+            && want.sha256 != sha256
+        {
+            return Err(invalid(format!(
+                "the content of '{}' does not match its sha256 in the manifest",
+                found.path.escape_debug()
+            )));
+        }
+        self.done += found.size;
+        self.seen.push((found, sha256));
+        if self.done >= self.last_report + (4 << 20) {
+            self.last_report = self.done;
+            progress(self.done);
+        }
+        Ok(())
+    }
+
+    /// The entry as checked from its header (path, type, place, link target); `None`
+    /// for the manifest, which is kept for [`Pass::finish`].
+    fn found<R: Read>(&mut self, entry: &mut tar::Entry<'_, R>) -> Result<Option<FoundEntry>, ArchiveError> {
+        let path = String::from_utf8(entry.path_bytes().into_owned())
+            .map_err(|_| invalid("an entry's path is not valid UTF-8"))?;
+        if self.manifest_bytes.is_some() {
+            return Err(invalid(format!(
+                "entry '{}' follows the manifest",
+                path.escape_debug()
+            )));
+        }
+        let kind = entry_kind(entry.header().entry_type(), &path)?;
+        let size = entry.size();
+        if path == MANIFEST_PATH {
+            if kind != EntryKind::File || size > MAX_MANIFEST_BYTES {
+                return Err(invalid("the manifest entry is not a plausible file"));
+            }
+            let mut bytes = Vec::with_capacity(size as usize);
+            entry.read_to_end(&mut bytes).map_err(read_error)?;
+            self.manifest_bytes = Some(bytes);
+            return Ok(None);
+        }
+        manifest::check_entry_path(&path, usize::MAX).map_err(invalid)?;
+        let path = path.trim_end_matches('/').to_owned();
+        if !self.seen_paths.insert(path.clone()) {
+            return Err(invalid(format!("entry '{}' appears twice", path.escape_debug())));
+        }
+        if let Some(through) = ancestors(&path).find(|a| self.symlinks.contains(*a)) {
+            return Err(invalid(format!(
+                "entry '{}' lies beneath the symlink '{through}'",
+                path.escape_debug()
+            )));
+        }
+        let target = match kind {
+            EntryKind::Symlink => {
+                let link = symlink_target(entry, &path)?;
+                self.symlinks.insert(path.clone());
+                Some(link)
+            }
+            _ => None,
+        };
+        let header = entry.header();
+        Ok(Some(FoundEntry {
+            path,
+            kind,
+            size: if kind == EntryKind::File { size } else { 0 },
+            mode: header.mode().map_err(read_error)? & 0o7777,
+            mtime: header.mtime().map_err(read_error)? as i64,
+            target,
+        }))
+    }
+
+    /// The archive's manifest (parsed and valid) and the entries seen with their
+    /// hashes.
+    fn finish(self) -> Result<(Manifest, Vec<(FoundEntry, String)>), ArchiveError> {
+        let bytes = self
+            .manifest_bytes
+            .ok_or_else(|| invalid("it has no manifest.json (truncated?)"))?;
+        let manifest: Manifest = serde_json::from_slice(&bytes)
+            .map_err(|e| invalid(format!("manifest.json cannot be parsed: {e}")))?;
+        manifest.validate().map_err(invalid)?;
+        Ok((manifest, self.seen))
+    }
+}
+
+/// The kind of entry a tar type is, or why it is refused.
+fn entry_kind(entry_type: tar::EntryType, path: &str) -> Result<EntryKind, ArchiveError> {
+    match entry_type {
+        tar::EntryType::Regular | tar::EntryType::Continuous => Ok(EntryKind::File),
+        tar::EntryType::Directory => Ok(EntryKind::Dir),
+        tar::EntryType::Symlink => Ok(EntryKind::Symlink),
+        tar::EntryType::Link => Err(invalid(format!("entry '{}' is a hard link", path.escape_debug()))),
+        other => {
+            let what = match other {
+                tar::EntryType::Char => "a character device".to_owned(),
+                tar::EntryType::Block => "a block device".to_owned(),
+                tar::EntryType::Fifo => "a fifo".to_owned(),
+                tar::EntryType::GNUSparse => "a sparse file".to_owned(),
+                // Named by its type byte: `{other:?}` would print Rust's
+                // `__Nonexhaustive(..)` for unknown types.
+                t => format!("of tar type '{}'", t.as_byte().escape_ascii()),
+            };
+            Err(invalid(format!(
+                "entry '{}' is {what}; only files, directories and symlinks are allowed",
+                path.escape_debug()
+            )))
+        }
+    }
+}
+
+/// A symlink entry's target, which must resolve inside its media directory.
+fn symlink_target<R: Read>(entry: &tar::Entry<'_, R>, path: &str) -> Result<String, ArchiveError> {
+    let link = entry
+        .link_name_bytes()
+        .ok_or_else(|| invalid(format!("symlink '{}' has no target", path.escape_debug())))?;
+    let link = String::from_utf8(link.into_owned()).map_err(|_| {
+        invalid(format!(
+            "symlink '{}' has a target that is not UTF-8",
+            path.escape_debug()
+        ))
+    })?;
+    let depth = path.split('/').count().saturating_sub(3);
+    if !path.starts_with("media/") || !symlink_stays_inside(depth, &link) {
+        return Err(invalid(format!(
+            "symlink '{}' points outside its directory ('{}')",
+            path.escape_debug(),
+            link.escape_debug()
+        )));
+    }
+    Ok(link)
+}
+
+fn read_error(e: io::Error) -> ArchiveError {
+    // The tar and zstd crates report malformed input as io errors.
+    if matches!(
+        e.kind(),
+        io::ErrorKind::InvalidData | io::ErrorKind::UnexpectedEof | io::ErrorKind::Other
+    ) {
+        invalid(format!("its data is corrupt or truncated ({e})"))
+    } else {
+        ArchiveError::Read(e)
+    }
+}
+
+/// The strict ancestors of an archive path (`media/0/a/b` → `media/0/a`, `media/0`, `media`).
+fn ancestors(path: &str) -> impl Iterator<Item = &str> {
+    path.match_indices('/').map(move |(i, _)| &path[..i])
+}
+
+/// Compares an entry's header with its manifest record.
+fn check_against(found: &FoundEntry, want: &Entry) -> Result<(), ArchiveError> {
+    let what = |field: &str| {
+        invalid(format!(
+            "entry '{}' has a {field} that differs from the manifest",
+            found.path.escape_debug()
+        ))
+    };
+    if found.kind != want.kind {
+        return Err(what("type"));
+    }
+    if found.size != want.size {
+        return Err(what("size"));
+    }
+    if found.mode != want.mode {
+        return Err(what("mode"));
+    }
+    if found.target != want.target {
+        return Err(what("link target"));
+    }
+    // The header holds no time before 1970; manifests written before this rule could
+    // record one for such a file.
+    if found.mtime != want.mtime.max(0) {
+        return Err(what("modification time"));
+    }
+    Ok(())
+}
+
+/// The manifest must list exactly the entries seen, with the same facts and hashes.
+fn check_all_listed(manifest: &Manifest, seen: &[(FoundEntry, String)]) -> Result<(), ArchiveError> {
+    let listed: HashMap<&str, &Entry> = manifest.entries.iter().map(|e| (e.path.as_str(), e)).collect();
+    for (found, sha256) in seen {
+        let want = listed.get(found.path.as_str()).ok_or_else(|| {
+            invalid(format!(
+                "entry '{}' is not in the manifest",
+                found.path.escape_debug()
+            ))
+        })?;
+        check_against(found, want)?;
+        if want.kind == EntryKind::File && &want.sha256 != sha256 {
+            return Err(invalid(format!(
+                "the content of '{}' does not match its sha256 in the manifest",
+                found.path.escape_debug()
+            )));
+        }
+        manifest::check_entry_path(&found.path, manifest.media_roots.len()).map_err(invalid)?;
+    }
+    if seen.len() != manifest.entries.len() {
+        let seen_paths: HashSet<&str> = seen.iter().map(|(f, _)| f.path.as_str()).collect();
+        let missing = manifest
+            .entries
+            .iter()
+            .find(|e| !seen_paths.contains(e.path.as_str()))
+            .map(|e| e.path.clone())
+            .unwrap_or_default();
+        return Err(invalid(format!(
+            "the manifest lists '{}' but the archive does not contain it",
+            missing.escape_debug()
+        )));
+    }
+    Ok(())
+}

@@ -1,0 +1,259 @@
+//! The daemon's one error type, [`Error`], and what kind of failure each is.
+//!
+//! Every operation in `ops/` returns `Result<_, Error>`. The layers below have errors of
+//! their own (archive, catalog, source, store); they are wrapped here with the context
+//! of the operation, never re-worded. [`Error::kind`] sorts every error into one
+//! [`ErrorKind`], and the API layer maps kinds to gRPC codes in exactly one place
+//! (`api::convert::status_of`), so the same failure gets the same code wherever it
+//! happens. Messages are sentences for the admin; [`Error::describe`] adds the sources
+//! not already in the sentence.
+
+use std::path::{Path, PathBuf};
+
+use coffer_common::ids;
+
+use crate::archive::ArchiveError;
+use crate::catalog::CatalogError;
+use crate::source::SourceError;
+use crate::store::StoreError;
+
+/// What kind of failure an [`Error`] is; decides the gRPC code and the exit code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorKind {
+    /// A job or backup that does not exist.
+    NotFound,
+    /// A request that can never succeed as given (bad id, bad argument).
+    Invalid,
+    /// Another run or another program holds what this needs (busy job, id taken,
+    /// database in use).
+    Conflict,
+    /// The system is not in a state that allows it (pinned backup, missing database,
+    /// failed hook, permission).
+    Precondition,
+    /// Stored data is damaged or does not match its records.
+    DataLoss,
+    /// A disk is (nearly) full.
+    NoSpace,
+    /// Stopped by shutdown.
+    Cancelled,
+    /// Anything else: a bug or an unexpected system failure.
+    Internal,
+}
+
+/// Why an operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("there is no job named '{0}'")]
+    UnknownJob(String),
+    #[error("there is no backup '{0}'")]
+    NoSuchBackup(String),
+    #[error("job '{0}' has no backups")]
+    NoBackups(String),
+    #[error("there are no backups")]
+    NoBackupsAtAll,
+    #[error(transparent)]
+    InvalidId(#[from] ids::IdError),
+    #[error("backup {0} already exists")]
+    AlreadyExists(String),
+    #[error("a backup of job '{0}' is already running")]
+    Busy(String),
+    #[error("backup {0} is protected (pinned); unpin it first")]
+    Protected(String),
+    #[error(transparent)]
+    Source(#[from] SourceError),
+    #[error("{context}: {source}")]
+    Archive {
+        context: String,
+        #[source]
+        source: ArchiveError,
+    },
+    #[error("backup {id} cannot be read: its sidecar {} is unreadable: {message}", path.display())]
+    Sidecar {
+        id: String,
+        path: PathBuf,
+        message: String,
+    },
+    #[error("{0}")]
+    NoSpace(String),
+    #[error("{what} {}: {source}", path.display())]
+    Io {
+        what: &'static str,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Catalog(#[from] CatalogError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("{0}")]
+    InvalidArgument(String),
+    #[error("{0}; the operation was not started")]
+    Hook(String),
+    #[error("database {} is in use by another program; stop it first (e.g. with a before-restore hook) or use --force", .0.display())]
+    InUse(PathBuf),
+    #[error("the safety backup of the current state failed ({0}); fix it or restore with --force")]
+    SafetyBackup(Box<Error>),
+    #[error("the restore failed while swapping in the restored data ({source}); {}", if *rolled_back { "the previous state was put back" } else { "ROLLBACK FAILED: see the log for the paths to fix by hand" })]
+    Swap {
+        #[source]
+        source: std::io::Error,
+        rolled_back: bool,
+    },
+    #[error("the operation was cancelled because cofferd is shutting down")]
+    Cancelled,
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl Error {
+    /// The error's sentence followed by each of its sources not already in it: what
+    /// clients see and what runs record.
+    pub fn describe(&self) -> String {
+        coffer_common::format::error_chain(self)
+    }
+
+    /// Wraps an io error with what was being done to which path.
+    pub fn io(what: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> Error {
+        let path = path.to_owned();
+        move |source| Error::Io { what, path, source }
+    }
+
+    /// Wraps an archive error with `context` (a cancelled archive is [`Error::Cancelled`]).
+    pub fn archive(context: impl Into<String>) -> impl FnOnce(ArchiveError) -> Error {
+        let context = context.into();
+        move |source| match source {
+            ArchiveError::Cancelled => Error::Cancelled,
+            source => Error::Archive { context, source },
+        }
+    }
+
+    /// Which kind of failure this is.
+    pub fn kind(&self) -> ErrorKind {
+        use ErrorKind as K;
+        if self.is_disk_full() {
+            return K::NoSpace;
+        }
+        match self {
+            Error::UnknownJob(_) | Error::NoSuchBackup(_) | Error::NoBackups(_) | Error::NoBackupsAtAll => {
+                K::NotFound
+            }
+            Error::InvalidId(_) | Error::InvalidArgument(_) => K::Invalid,
+            Error::AlreadyExists(_) | Error::Busy(_) | Error::InUse(_) => K::Conflict,
+            Error::Protected(_) | Error::Hook(_) => K::Precondition,
+            Error::Source(e) => source_kind(e),
+            Error::Archive { source, .. } => match source {
+                ArchiveError::Invalid(_) => K::DataLoss,
+                // A media file the app changed while it was archived.
+                ArchiveError::Changed { .. } => K::Conflict,
+                ArchiveError::Source { .. } => K::Precondition,
+                ArchiveError::Cancelled => K::Cancelled,
+                ArchiveError::Write(_) | ArchiveError::Read(_) => K::Internal,
+            },
+            Error::Sidecar { .. } => K::DataLoss,
+            Error::NoSpace(_) => K::NoSpace,
+            Error::Io { source, .. } | Error::Swap { source, .. } => io_kind(source),
+            Error::Catalog(CatalogError::Corrupt { .. }) => K::DataLoss,
+            Error::Catalog(_) => K::Internal,
+            Error::Store(StoreError::Io { source, .. }) => io_kind(source),
+            Error::Store(StoreError::NoSpace(_)) => K::NoSpace,
+            Error::Store(StoreError::Sidecar { .. }) => K::DataLoss,
+            Error::SafetyBackup(inner) => inner.kind(),
+            Error::Cancelled => K::Cancelled,
+            Error::Internal(_) => K::Internal,
+        }
+    }
+
+    /// Whether this failure is the disk filling up.
+    pub fn is_disk_full(&self) -> bool {
+        match self {
+            Error::NoSpace(_) => true,
+            Error::Archive { source, .. } => source.is_disk_full(),
+            Error::Io { source, .. } | Error::Swap { source, .. } => {
+                source.raw_os_error() == Some(nix::libc::ENOSPC)
+            }
+            Error::Source(e) => e.is_disk_full(),
+            Error::Catalog(e) => e.is_disk_full(),
+            Error::Store(StoreError::NoSpace(_)) => true,
+            Error::Store(StoreError::Io { source, .. }) => source.raw_os_error() == Some(nix::libc::ENOSPC),
+            Error::SafetyBackup(inner) => inner.is_disk_full(),
+            _ => false,
+        }
+    }
+}
+
+/// The kind of a source failure.
+fn source_kind(e: &SourceError) -> ErrorKind {
+    match e {
+        SourceError::Missing { .. }
+        | SourceError::NotSqlite { .. }
+        | SourceError::Empty { .. }
+        | SourceError::Locked { .. } => ErrorKind::Precondition,
+        SourceError::Cancelled { .. } | SourceError::Archive(ArchiveError::Cancelled) => ErrorKind::Cancelled,
+        SourceError::Check { .. } => ErrorKind::DataLoss,
+        _ if e.is_disk_full() => ErrorKind::NoSpace,
+        _ => ErrorKind::Internal,
+    }
+}
+
+/// The kind of a plain io failure.
+fn io_kind(e: &std::io::Error) -> ErrorKind {
+    match e.kind() {
+        std::io::ErrorKind::PermissionDenied | std::io::ErrorKind::ReadOnlyFilesystem => {
+            ErrorKind::Precondition
+        }
+        _ if e.raw_os_error() == Some(nix::libc::ENOSPC) => ErrorKind::NoSpace,
+        _ => ErrorKind::Internal,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_failed_safety_backup_keeps_the_kind_of_its_cause() {
+        let full = Error::Io {
+            what: "cannot write the archive",
+            path: PathBuf::from("/b/x.partial"),
+            source: std::io::Error::from_raw_os_error(nix::libc::ENOSPC),
+        };
+        let wrapped = Error::SafetyBackup(Box::new(full));
+        assert_eq!(wrapped.kind(), ErrorKind::NoSpace);
+        assert!(
+            wrapped
+                .to_string()
+                .starts_with("the safety backup of the current state failed (")
+        );
+        let busy = Error::SafetyBackup(Box::new(Error::Busy("app".into())));
+        assert_eq!(busy.kind(), ErrorKind::Conflict);
+    }
+
+    #[test]
+    fn kinds() {
+        assert_eq!(Error::UnknownJob("x".into()).kind(), ErrorKind::NotFound);
+        assert_eq!(Error::InvalidArgument("x".into()).kind(), ErrorKind::Invalid);
+        assert_eq!(Error::Protected("x".into()).kind(), ErrorKind::Precondition);
+        assert_eq!(
+            Error::Sidecar {
+                id: "a".into(),
+                path: PathBuf::from("/x.json"),
+                message: "bad".into()
+            }
+            .kind(),
+            ErrorKind::DataLoss
+        );
+        let denied = Error::io("cannot create", Path::new("/x"))(std::io::Error::from(
+            std::io::ErrorKind::PermissionDenied,
+        ));
+        assert_eq!(denied.kind(), ErrorKind::Precondition);
+        assert_eq!(
+            Error::archive("ctx")(ArchiveError::Cancelled).kind(),
+            ErrorKind::Cancelled
+        );
+        assert_eq!(
+            Error::archive("ctx")(ArchiveError::Invalid("x".into())).kind(),
+            ErrorKind::DataLoss
+        );
+    }
+}

@@ -1,0 +1,417 @@
+//! One backup: [`BackupRun`] with named steps, and the hooks and retention around it.
+//!
+//! [`take`] runs the steps: [`BackupRun::prepare`] picks a free id, creates the run's
+//! staging directory and checks free space against the source's estimate;
+//! [`BackupRun::write`] streams the snapshot and the media into
+//! `<id>.tar.zst.partial` in the order the source asks for (media during a `VACUUM
+//! INTO` copy, after a page stream); [`BackupRun::commit`] writes the sidecar, renames
+//! the archive into place, catalogues it and, with `verify-after-backup`, verifies it.
+//! Whatever fails, the run's staging files and partial archive are removed
+//! ([`Cleanup`]) and earlier backups are untouched.
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use chrono::{DateTime, Utc};
+use coffer_common::ids;
+
+use super::{Ctx, verify};
+use crate::archive::ArchiveWriter;
+use crate::catalog::BackupRecord;
+use crate::config::JobConfig;
+use crate::error::Error;
+use crate::fsutil::Cleanup;
+use crate::hooks::{self, HookEvent};
+use crate::manifest::{ArchiveKind, FORMAT_VERSION, Manifest, Sidecar, SourceInfo, Totals};
+use crate::run::{Event, Phase, Progress};
+use crate::source::{self, MediaOrder, Source, SourceError, media};
+use crate::store::BackupPaths;
+
+/// Bytes between two progress reports while archiving.
+const REPORT_EVERY: u64 = 8 << 20;
+
+/// Runs the job's `before-backup` hook (a failure means no backup).
+pub fn before(ctx: &Ctx, job: &JobConfig) -> Result<(), Error> {
+    hooks::run(job, HookEvent::BeforeBackup, "", "", ctx.cancel).map_err(|e| Error::Hook(e.to_string()))
+}
+
+/// After a recorded backup run: `after-backup` hooks and retention on success (a
+/// failing retention does not fail the backup), `on-failure` hooks otherwise.
+pub fn after(ctx: &Ctx, job: &JobConfig, result: &Result<BackupRecord, Error>) {
+    match result {
+        Ok(r) => {
+            tracing::info!(job = job.name, id = r.id, size = r.size, "backup succeeded");
+            hooks::run_logged(job, HookEvent::AfterBackup, &r.id, "", ctx.cancel);
+            if let Err(e) = super::prune::prune(ctx, "retention", Some(&job.name), false) {
+                tracing::error!(job = job.name, "retention failed: {e}");
+            }
+        }
+        Err(e) => {
+            tracing::warn!(job = job.name, "backup failed: {}", e.describe());
+            hooks::run_logged(job, HookEvent::OnFailure, "", &e.describe(), ctx.cancel);
+        }
+    }
+}
+
+/// Takes one backup of `job`. `protected` pins it from the start (the sidecar and row
+/// are written pinned), so a crash during its verification cannot leave an unpinned
+/// safety backup that retention would remove.
+pub fn take(
+    ctx: &Ctx,
+    job: &JobConfig,
+    note: &str,
+    protected: bool,
+    progress: Progress<'_>,
+) -> Result<BackupRecord, Error> {
+    let mut run = BackupRun::prepare(ctx, job)?;
+    let archived = run.write(progress)?;
+    run.commit(archived, note, protected, progress)
+}
+
+/// The archive a run wrote, not yet in place.
+pub struct Archived {
+    manifest: Manifest,
+    size: u64,
+    sha256: String,
+}
+
+/// One backup in progress.
+pub struct BackupRun<'a> {
+    ctx: &'a Ctx<'a>,
+    job: &'a JobConfig,
+    source: Box<dyn Source>,
+    id: String,
+    created: DateTime<Utc>,
+    clock: Instant,
+    paths: BackupPaths,
+    partial: PathBuf,
+    staging: PathBuf,
+    /// Removes what the run wrote unless it was committed.
+    cleanup: Cleanup,
+    /// Bytes added to the archive so far, and the expected total, for progress.
+    done: u64,
+    total: u64,
+    reported: u64,
+    /// Media entries left out.
+    skipped: u64,
+}
+
+impl<'a> BackupRun<'a> {
+    /// Step 1: a free id, the staging directory, and enough free space for what the
+    /// source estimates.
+    pub fn prepare(ctx: &'a Ctx<'a>, job: &'a JobConfig) -> Result<BackupRun<'a>, Error> {
+        let created = Utc::now();
+        let id = new_id(ctx, &job.name, created)?;
+        let paths = ctx.store.paths(&job.name, &id);
+        let mut cleanup = Cleanup::new();
+        let staging = ctx.store.staging_dir().join(&id);
+        cleanup.add(&staging);
+        std::fs::create_dir_all(&staging)
+            .map_err(Error::io("cannot create the staging directory", &staging))?;
+        std::fs::create_dir_all(&paths.dir)
+            .map_err(Error::io("cannot create the backup directory", &paths.dir))?;
+        let source = source::for_job(job);
+        // Before the snapshot: room for the archive and for any copy in staging. The
+        // media are checked once they are walked.
+        let estimate = source.estimate();
+        let mut needs = vec![(paths.dir.as_path(), estimate.archive)];
+        if estimate.staging > 0 {
+            needs.push((staging.as_path(), estimate.staging));
+        }
+        ctx.store.check_space(&job.name, job.min_free_space, &needs)?;
+        let partial = crate::fsutil::partial_path(&paths.archive);
+        Ok(BackupRun {
+            ctx,
+            job,
+            source,
+            id,
+            created,
+            clock: Instant::now(),
+            paths,
+            partial,
+            staging,
+            cleanup,
+            done: 0,
+            total: estimate.archive,
+            reported: 0,
+            skipped: 0,
+        })
+    }
+
+    /// The backup's id.
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    fn archive_context(&self) -> String {
+        format!("cannot write the archive {}", self.paths.archive.display())
+    }
+
+    /// Counts `n` more archived bytes and reports every few MiB.
+    fn tick(&mut self, n: u64, progress: Progress<'_>) {
+        self.done += n;
+        if self.done - self.reported >= REPORT_EVERY || self.done == self.total {
+            self.reported = self.done;
+            progress(Event::bytes(Phase::Archive, self.done, self.total.max(self.done)));
+        }
+    }
+
+    /// Step 2: snapshot and media into the partial archive, in the source's order.
+    pub fn write(&mut self, progress: Progress<'_>) -> Result<Archived, Error> {
+        let (partial, file) = self.ctx.store.create_partial(&self.paths)?;
+        self.cleanup.add(&partial);
+        let mut writer = ArchiveWriter::new(
+            file,
+            self.job.compression_level,
+            self.ctx.host.workers,
+            self.ctx.cancel.clone(),
+        )
+        .map_err(Error::archive(self.archive_context()))?;
+
+        progress(Event::new(
+            Phase::Snapshot,
+            format!("snapshot of {}", self.source.describe()),
+        ));
+        let db_clock = Instant::now();
+        let mut snapshot = self.source.begin(&self.staging, self.ctx.cancel)?;
+        let staging_needed = snapshot.staging_needed();
+        if staging_needed > 0 {
+            self.ctx.store.check_space(
+                &self.job.name,
+                self.job.min_free_space,
+                &[(&self.staging, staging_needed)],
+            )?;
+        }
+        snapshot.wait_point()?;
+        let order = snapshot.media_order();
+        let mut media_ms = 0;
+        if order == MediaOrder::DuringSnapshot {
+            media_ms = self.archive_media(&mut writer, progress)?;
+        }
+        let base = self.done;
+        let context = self.archive_context();
+        let info: SourceInfo = snapshot
+            .archive(&mut writer, &mut |done, total| {
+                self.total = self.total.max(base + total);
+                let n = base + done - self.done;
+                self.tick(n, progress);
+            })
+            .map_err(|e| match e {
+                SourceError::Archive(e) => Error::archive(context)(e),
+                e => Error::Source(e),
+            })?;
+        if order == MediaOrder::AfterDatabase {
+            media_ms = self.archive_media(&mut writer, progress)?;
+        }
+        if self.ctx.cancel.is_cancelled() {
+            return Err(Error::Cancelled);
+        }
+        let db_ms = (db_clock.elapsed().as_millis() as u64).saturating_sub(media_ms);
+        writer.count_skipped(self.skipped);
+        let manifest = Manifest {
+            format_version: FORMAT_VERSION,
+            kind: ArchiveKind::Backup,
+            id: self.id.clone(),
+            job: self.job.name.clone(),
+            created_at: self.created.format("%Y-%m-%dT%H:%M:%SZ").to_string(),
+            coffer_version: coffer_common::VERSION.to_owned(),
+            hostname: self.ctx.host.hostname.clone(),
+            source: info,
+            media_roots: self.job.media.iter().map(|p| p.display().to_string()).collect(),
+            entries: Vec::new(),
+            totals: Totals::default(),
+        };
+        let (manifest, size, sha256) = writer
+            .finish(manifest)
+            .map_err(Error::archive(self.archive_context()))?;
+        tracing::info!(
+            job = self.job.name,
+            id = self.id,
+            db_ms,
+            media_ms,
+            bytes = self.done,
+            "archive written"
+        );
+        self.partial = partial;
+        Ok(Archived {
+            manifest,
+            size,
+            sha256,
+        })
+    }
+
+    /// Walks the job's media directories and adds them to the archive; called only
+    /// after the snapshot point (files the snapshot refers to exist by then). Returns
+    /// the milliseconds it took.
+    fn archive_media(&mut self, writer: &mut ArchiveWriter, progress: Progress<'_>) -> Result<u64, Error> {
+        let clock = Instant::now();
+        progress(Event::new(Phase::Media, "walking media directories"));
+        let mut walked = Vec::with_capacity(self.job.media.len());
+        for (index, root) in self.job.media.iter().enumerate() {
+            let (items, left_out) = media::walk_media(index, root).map_err(Error::archive(format!(
+                "cannot read media directory {}",
+                root.display()
+            )))?;
+            for s in &left_out {
+                tracing::warn!(job = self.job.name, path = %s.path.display(), "not backed up: {}", s.why);
+            }
+            self.skipped += left_out.len() as u64;
+            walked.push(items);
+        }
+        let media_bytes: u64 = walked
+            .iter()
+            .flatten()
+            .filter(|i| i.metadata.is_file())
+            .map(|i| i.metadata.len())
+            .sum();
+        // An estimate, not a bound: content is counted uncompressed, tar headers and
+        // the manifest (which compress to little) are not.
+        self.ctx.store.check_space(
+            &self.job.name,
+            self.job.min_free_space,
+            &[(&self.paths.dir, media_bytes)],
+        )?;
+        self.total += media_bytes;
+        let context = self.archive_context();
+        for item in walked.iter().flatten() {
+            if self.ctx.cancel.is_cancelled() {
+                return Err(Error::Cancelled);
+            }
+            media::add_to_archive(writer, item, &mut |n| self.tick(n, progress))
+                .map_err(Error::archive(context.clone()))?;
+        }
+        Ok(clock.elapsed().as_millis() as u64)
+    }
+
+    /// Step 3: sidecar, rename into place, catalogue, and (if configured) verify.
+    pub fn commit(
+        mut self,
+        archived: Archived,
+        note: &str,
+        protected: bool,
+        progress: Progress<'_>,
+    ) -> Result<BackupRecord, Error> {
+        let ctx = self.ctx;
+        // The sidecar goes first: a crash before the archive's rename leaves an orphan
+        // sidecar (swept by reconcile), never an archive the catalog cannot rebuild.
+        let sidecar = Sidecar {
+            manifest: archived.manifest,
+            size: archived.size,
+            sha256: archived.sha256,
+            note: note.to_owned(),
+            protected,
+            duration_ms: self.clock.elapsed().as_millis() as u64,
+            filed_under: None,
+        };
+        ctx.store.write_sidecar(&self.paths, &sidecar)?;
+        self.cleanup.add(&self.paths.sidecar);
+        ctx.store.commit(&self.partial, &self.paths)?;
+        self.cleanup.add(&self.paths.archive);
+        ctx.catalog.insert_backup(&sidecar)?;
+
+        if self.job.verify_after_backup {
+            progress(Event::new(Phase::Verify, "verifying the new archive"));
+            let record = ctx.get(&self.id)?;
+            if let Err(e) = verify::verify(ctx, &record, false, progress) {
+                // The files go (Cleanup); a row that cannot be dropped now (full disk)
+                // is dropped by reconcile at the next start, its archive being gone.
+                if let Err(drop) = ctx.catalog.remove_backup(&self.id) {
+                    tracing::error!(
+                        id = self.id,
+                        "cannot drop the row of the unverified backup: {drop}"
+                    );
+                }
+                return Err(e);
+            }
+        }
+        self.cleanup.keep(&self.paths.archive);
+        self.cleanup.keep(&self.paths.sidecar);
+        ctx.get(&self.id)
+    }
+}
+
+/// A free id for a backup of `job` starting at `at`: not catalogued and without files.
+fn new_id(ctx: &Ctx, job: &str, at: DateTime<Utc>) -> Result<String, Error> {
+    for attempt in 1..1000 {
+        let id = ids::backup_id(job, at, attempt);
+        if !ctx.catalog.id_exists(&id)? && !ctx.store.has_files(job, &id) {
+            return Ok(id);
+        }
+    }
+    Err(Error::Internal(format!("no free backup id for job '{job}'")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ops::testing::TestCtx;
+    use crate::source::sqlite::test_db::make_db;
+
+    fn app(dir: &std::path::Path, wal: bool) -> (PathBuf, PathBuf) {
+        let db = dir.join("app.db");
+        make_db(&db, wal);
+        let media = dir.join("media");
+        std::fs::create_dir_all(media.join("a")).unwrap();
+        std::fs::write(media.join("a/file.txt"), b"hello").unwrap();
+        (db, media)
+    }
+
+    #[test]
+    fn both_methods_write_a_verified_catalogued_backup_and_leave_nothing_else() {
+        for (method, wal) in [
+            ("vacuum-into", true),
+            ("page-stream", true),
+            ("page-stream", false),
+        ] {
+            let src = tempfile::tempdir().unwrap();
+            let (db, media) = app(src.path(), wal);
+            let t = TestCtx::new(&db, &[media], &format!("snapshot-method = \"{method}\""));
+            let ctx = t.ctx();
+            let job = ctx.job("app").unwrap();
+            let mut phases = Vec::new();
+            let record = take(&ctx, job, "note", false, &mut |e: Event| phases.push(e.phase)).unwrap();
+            assert_eq!(record.note, "note");
+            assert!(record.verified_at > 0, "{method}: verify-after-backup recorded");
+            assert_eq!(record.summary.totals.files, 2, "{method}: db + one media file");
+            assert_eq!(
+                record.summary.sqlite().unwrap().snapshot_method,
+                method,
+                "{method}"
+            );
+            assert!(phases.contains(&Phase::Snapshot) && phases.contains(&Phase::Media));
+            let paths = ctx.store.paths("app", &record.id);
+            assert!(paths.archive.exists() && paths.sidecar.exists());
+            let staging: Vec<_> = std::fs::read_dir(ctx.store.staging_dir()).unwrap().collect();
+            assert!(staging.is_empty(), "{method}: staging is clean");
+            assert!(!crate::fsutil::partial_path(&paths.archive).exists());
+        }
+    }
+
+    #[test]
+    fn a_failed_snapshot_leaves_no_archive_no_sidecar_no_row() {
+        let src = tempfile::tempdir().unwrap();
+        let (db, media) = app(src.path(), true);
+        let t = TestCtx::new(&db, &[media], "");
+        std::fs::remove_file(&db).unwrap();
+        let ctx = t.ctx();
+        let job = ctx.job("app").unwrap();
+        let err = take(&ctx, job, "", false, &mut |_| {}).unwrap_err();
+        assert!(matches!(err, Error::Source(SourceError::Missing { .. })), "{err}");
+        assert!(ctx.store.scan().unwrap().is_empty());
+        assert!(ctx.catalog.list_backups(None).unwrap().is_empty());
+        assert_eq!(std::fs::read_dir(ctx.store.staging_dir()).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn a_cancelled_backup_is_cancelled_and_leaves_nothing() {
+        let src = tempfile::tempdir().unwrap();
+        let (db, media) = app(src.path(), true);
+        let t = TestCtx::new(&db, &[media], "");
+        t.cancel.cancel();
+        let ctx = t.ctx();
+        let job = ctx.job("app").unwrap();
+        let err = take(&ctx, job, "", false, &mut |_| {}).unwrap_err();
+        assert_eq!(err.kind(), crate::error::ErrorKind::Cancelled, "{err}");
+        assert!(ctx.store.scan().unwrap().is_empty());
+    }
+}

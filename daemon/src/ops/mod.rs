@@ -1,0 +1,233 @@
+//! The operations, one module each. Every operation is a plain blocking function of
+//! a [`Ctx`] (the config in force, the catalog, the local store, counters, the run's
+//! cancel token) and its arguments, so it can be tested without gRPC; the engine
+//! facade runs it on a blocking thread under a run guard and records the run.
+//!
+//! - [`backup`]: one backup ([`backup::BackupRun`], named steps).
+//! - [`verify`]: shallow (hashes) and deep (SQLite's checks) verification.
+//! - [`restore`]: to a directory, or in place with safety backup, swap and journal.
+//! - [`upload`] / [`download`]: archives in and out.
+//! - [`prune`]: retention; [`delete`]: delete, pin and unpin.
+//!
+//! Dependencies run one way: `ops` uses the layers below (source, archive, manifest,
+//! store, catalog, policy) and never the engine or the API.
+
+pub mod backup;
+pub mod delete;
+pub mod download;
+pub mod prune;
+pub mod restore;
+pub mod upload;
+pub mod verify;
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use chrono::Utc;
+use coffer_common::ids::IdRef;
+use tokio_util::sync::CancellationToken;
+
+use crate::catalog::{AuditRecord, BackupRecord, Catalog};
+use crate::config::{Config, JobConfig};
+use crate::error::Error;
+use crate::store::LocalStore;
+
+/// Counters that live only as long as the process (Prometheus handles resets).
+#[derive(Debug, Default)]
+pub struct Counters {
+    inner: Mutex<CounterValues>,
+}
+
+/// A copy of the counters' values.
+#[derive(Debug, Clone, Default)]
+pub struct CounterValues {
+    /// Backups removed by retention, per job.
+    pub retention_removed: HashMap<String, u64>,
+    /// Failed verifications, per job.
+    pub verify_failures: HashMap<String, u64>,
+}
+
+impl Counters {
+    /// Changes the counters.
+    pub fn count(&self, f: impl FnOnce(&mut CounterValues)) {
+        f(&mut self.inner.lock().unwrap_or_else(|p| p.into_inner()));
+    }
+
+    /// The current values.
+    pub fn values(&self) -> CounterValues {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+}
+
+/// The host facts a manifest records and the archive writer uses.
+#[derive(Debug, Clone)]
+pub struct Host {
+    pub hostname: String,
+    /// Compression threads.
+    pub workers: u32,
+}
+
+impl Host {
+    /// This machine.
+    pub fn current() -> Host {
+        Host {
+            hostname: nix::unistd::gethostname()
+                .ok()
+                .and_then(|h| h.into_string().ok())
+                .unwrap_or_else(|| "unknown".to_owned()),
+            workers: std::thread::available_parallelism().map_or(1, |n| n.get() as u32),
+        }
+    }
+}
+
+/// What an operation works with.
+pub struct Ctx<'a> {
+    pub config: &'a Config,
+    pub catalog: &'a Catalog,
+    pub store: &'a LocalStore,
+    pub counters: &'a Counters,
+    pub host: &'a Host,
+    /// Fires when cofferd shuts down.
+    pub cancel: &'a CancellationToken,
+}
+
+impl Ctx<'_> {
+    /// The configured job `name`.
+    pub fn job(&self, name: &str) -> Result<&JobConfig, Error> {
+        self.config
+            .job(name)
+            .ok_or_else(|| Error::UnknownJob(name.to_owned()))
+    }
+
+    /// Looks a backup up by exact id.
+    pub fn get(&self, id: &str) -> Result<BackupRecord, Error> {
+        self.catalog
+            .get_backup(id)?
+            .ok_or_else(|| Error::NoSuchBackup(id.to_owned()))
+    }
+
+    /// Resolves an id argument (`ID`, `latest`, `JOB:latest`).
+    pub fn resolve(&self, text: &str) -> Result<BackupRecord, Error> {
+        match IdRef::parse(text)? {
+            IdRef::Id(id) => self.get(&id),
+            IdRef::Latest => self.catalog.latest(None)?.ok_or(Error::NoBackupsAtAll),
+            IdRef::LatestOf(job) => {
+                self.known_job(&job)?;
+                self.catalog.latest(Some(&job))?.ok_or(Error::NoBackups(job))
+            }
+        }
+    }
+
+    /// Refuses a job that is neither configured nor has backups here (a job no
+    /// longer configured still lists its backups).
+    fn known_job(&self, job: &str) -> Result<(), Error> {
+        if self.config.job(job).is_none() && self.catalog.job_stats(job)?.count == 0 {
+            return Err(Error::UnknownJob(job.to_owned()));
+        }
+        Ok(())
+    }
+
+    /// Backups newest first, of one job or all.
+    pub fn list(&self, job: Option<&str>) -> Result<Vec<BackupRecord>, Error> {
+        if let Some(job) = job {
+            self.known_job(job)?;
+        }
+        Ok(self.catalog.list_backups(job)?)
+    }
+
+    /// Records an action in the audit log (and the daemon's log).
+    pub fn audit(&self, actor: &str, action: &str, target: &str, error: Option<&str>) {
+        audit(self.catalog, actor, action, target, error);
+    }
+}
+
+/// Records an action in the audit log and the daemon's log; a failure to write the
+/// audit log is logged, never returned (the action itself happened or not already).
+pub fn audit(catalog: &Catalog, actor: &str, action: &str, target: &str, error: Option<&str>) {
+    match error {
+        None => tracing::info!(actor, action, target, "audit: {action} {target} ok"),
+        Some(e) => tracing::warn!(actor, action, target, "audit: {action} {target} failed: {e}"),
+    }
+    let entry = AuditRecord {
+        id: 0,
+        at: Utc::now().timestamp(),
+        actor: actor.to_owned(),
+        action: action.to_owned(),
+        target: target.to_owned(),
+        result: if error.is_some() { "failed" } else { "ok" }.to_owned(),
+        error: error.unwrap_or_default().to_owned(),
+    };
+    if let Err(e) = catalog.audit(&entry) {
+        tracing::error!("cannot write the audit log: {e}");
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod testing {
+    //! A [`Ctx`] over a temporary state and backup directory, for unit tests.
+
+    use std::path::{Path, PathBuf};
+
+    use super::*;
+
+    pub struct TestCtx {
+        pub _dir: tempfile::TempDir,
+        pub config: Config,
+        pub catalog: Catalog,
+        pub store: LocalStore,
+        pub counters: Counters,
+        pub host: Host,
+        pub cancel: CancellationToken,
+    }
+
+    impl TestCtx {
+        /// A daemon config with one job `app` over `db` and `media` (extra TOML lines
+        /// go into the job), directories created.
+        pub fn new(db: &Path, media: &[PathBuf], job_extra: &str) -> TestCtx {
+            let dir = tempfile::tempdir().unwrap();
+            let state = dir.path().join("state");
+            let backups = dir.path().join("backups");
+            let media: Vec<String> = media
+                .iter()
+                .map(|m| format!("{:?}", m.display().to_string()))
+                .collect();
+            let text = format!(
+                "[daemon]\nstate-dir = {state:?}\nbackup-dir = {backups:?}\n\n[[job]]\nname = \"app\"\ndatabase = {db:?}\nmedia = [{}]\nschedule = \"manual\"\nmin-free-space = \"0B\"\n{job_extra}\n",
+                media.join(", "),
+                state = state.display().to_string(),
+                backups = backups.display().to_string(),
+                db = db.display().to_string(),
+            );
+            let config = Config::parse(Path::new("/test/cofferd.toml"), &text).unwrap();
+            std::fs::create_dir_all(state.join("staging")).unwrap();
+            std::fs::create_dir_all(&backups).unwrap();
+            let catalog = Catalog::open(&state.join("catalog.db")).unwrap();
+            let store = LocalStore::new(&backups, &state);
+            TestCtx {
+                _dir: dir,
+                config,
+                catalog,
+                store,
+                counters: Counters::default(),
+                host: Host::current(),
+                cancel: CancellationToken::new(),
+            }
+        }
+
+        /// The temporary directory holding state and backups.
+        pub fn dir_path(&self) -> &Path {
+            self._dir.path()
+        }
+
+        pub fn ctx(&self) -> Ctx<'_> {
+            Ctx {
+                config: &self.config,
+                catalog: &self.catalog,
+                store: &self.store,
+                counters: &self.counters,
+                host: &self.host,
+                cancel: &self.cancel,
+            }
+        }
+    }
+}

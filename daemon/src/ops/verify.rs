@@ -1,0 +1,234 @@
+//! Verification of catalogued backups, and the one "extract, then check the
+//! database" step that deep verification, uploads and restores share.
+//!
+//! Shallow: the archive's size and sha256 against its sidecar, every entry against the
+//! manifest, in one streaming pass ([`crate::archive::read_archive`]). Deep: the same
+//! pass writes the database to staging, then SQLite's `integrity_check` and
+//! `foreign_key_check` run on it. The verdict ("ok" or the error sentence) is recorded
+//! in the catalog, and failures are counted for metrics.
+
+use std::path::Path;
+
+use chrono::Utc;
+
+use super::Ctx;
+use crate::archive::{self, Expected, Extractor, HashOnly, Layout};
+use crate::catalog::BackupRecord;
+use crate::error::Error;
+use crate::fsutil::{self, Cleanup};
+use crate::manifest::{Manifest, Sidecar};
+use crate::run::{Event, Phase, Progress};
+use crate::source::sqlite;
+
+/// The outcome of a verification.
+#[derive(Debug, Clone)]
+pub struct Verified {
+    pub id: String,
+    pub entries: u64,
+    pub deep: bool,
+}
+
+/// Reads a catalogued backup's sidecar and checks it against the catalog.
+pub fn load_sidecar(ctx: &Ctx, record: &BackupRecord) -> Result<Sidecar, Error> {
+    let sidecar = ctx.store.read_sidecar(&record.job, &record.id)?;
+    if sidecar.sha256 != record.sha256 || sidecar.size != record.size {
+        return Err(Error::Archive {
+            context: format!("backup {} failed verification", record.id),
+            source: archive::ArchiveError::Invalid("its sidecar does not match the catalog".into()),
+        });
+    }
+    Ok(sidecar)
+}
+
+/// What a catalogued backup's reader expects.
+pub fn expected(sidecar: &Sidecar) -> Expected<'_> {
+    Expected {
+        manifest: &sidecar.manifest,
+        size: sidecar.size,
+        sha256: &sidecar.sha256,
+    }
+}
+
+/// Reads the archive at `path` in one verifying pass (against `expected` when known),
+/// writing the entries `layout` selects; then, if `layout` has a database, runs
+/// SQLite's deep checks on it. `context` starts the error sentence. Returns the
+/// archive's manifest, size and sha256.
+#[allow(clippy::too_many_arguments)]
+pub fn extract_checked(
+    ctx: &Ctx,
+    path: &Path,
+    expected: Option<Expected<'_>>,
+    layout: &Layout,
+    context: &str,
+    phase: Phase,
+    total: u64,
+    progress: Progress<'_>,
+) -> Result<(Manifest, u64, String), Error> {
+    let mut extractor = Extractor::new(layout);
+    let mut report = |done| progress(Event::bytes(phase, done, total));
+    let read = archive::read_archive(path, expected, &mut extractor, &mut report, &|| {
+        ctx.cancel.is_cancelled()
+    })
+    .and_then(|read| extractor.finish().map(|()| read))
+    .map_err(Error::archive(context))?;
+    if let Some(db) = &layout.db {
+        progress(Event::new(
+            Phase::Check,
+            "integrity and foreign-key check of the database",
+        ));
+        sqlite::check(db, true)?;
+    }
+    Ok(read)
+}
+
+/// A staging directory for one step, removed when dropped.
+pub struct Stage {
+    pub dir: std::path::PathBuf,
+    _cleanup: Cleanup,
+}
+
+impl Stage {
+    /// A fresh `<staging>/<name>` (anything left there is removed first).
+    pub fn new(ctx: &Ctx, name: &str) -> Result<Stage, Error> {
+        let dir = ctx.store.staging_dir().join(name);
+        let mut cleanup = Cleanup::new();
+        fsutil::remove_any(&dir).map_err(Error::io("cannot clear", &dir))?;
+        cleanup.add(&dir);
+        std::fs::create_dir_all(&dir).map_err(Error::io("cannot create the staging directory", &dir))?;
+        Ok(Stage {
+            dir,
+            _cleanup: cleanup,
+        })
+    }
+
+    /// A layout that writes only the database, to `<stage>/db`.
+    pub fn database_only(&self) -> Layout {
+        Layout {
+            db: Some(self.dir.join("db")),
+            media: Vec::new(),
+        }
+    }
+}
+
+/// Verifies a catalogued backup (see the module doc) and records the verdict.
+pub fn verify(
+    ctx: &Ctx,
+    record: &BackupRecord,
+    deep: bool,
+    progress: Progress<'_>,
+) -> Result<Verified, Error> {
+    let result = (|| {
+        let sidecar = load_sidecar(ctx, record)?;
+        let path = ctx.store.paths(&record.job, &record.id).archive;
+        let context = format!("backup {} failed verification", record.id);
+        let total = sidecar.manifest.totals.bytes;
+        if deep {
+            let stage = Stage::new(ctx, &format!("verify-{}", record.id))?;
+            extract_checked(
+                ctx,
+                &path,
+                Some(expected(&sidecar)),
+                &stage.database_only(),
+                &context,
+                Phase::Verify,
+                total,
+                progress,
+            )?;
+        } else {
+            let mut report = |done| progress(Event::bytes(Phase::Verify, done, total));
+            archive::read_archive(
+                &path,
+                Some(expected(&sidecar)),
+                &mut HashOnly,
+                &mut report,
+                &|| ctx.cancel.is_cancelled(),
+            )
+            .map_err(Error::archive(context))?;
+        }
+        Ok(Verified {
+            id: record.id.clone(),
+            entries: sidecar.manifest.entries.len() as u64,
+            deep,
+        })
+    })();
+    let verdict = match &result {
+        Ok(_) => "ok".to_owned(),
+        Err(Error::Cancelled) => return result,
+        Err(e) => {
+            ctx.counters
+                .count(|c| *c.verify_failures.entry(record.job.clone()).or_default() += 1);
+            e.describe()
+        }
+    };
+    // The verdict stands even when the catalog cannot record it (a full disk): the
+    // archive was read either way, and failing here would make verify-after-backup
+    // throw away a good backup.
+    if let Err(e) = ctx
+        .catalog
+        .set_verified(&record.id, Utc::now().timestamp(), &verdict)
+    {
+        tracing::warn!(id = record.id, "cannot record the verification result: {e}");
+    }
+    result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ops::backup;
+    use crate::ops::testing::TestCtx;
+    use crate::source::sqlite::test_db::make_db;
+
+    fn backed_up() -> (tempfile::TempDir, TestCtx, BackupRecord) {
+        let src = tempfile::tempdir().unwrap();
+        let db = src.path().join("app.db");
+        make_db(&db, true);
+        let t = TestCtx::new(&db, &[], "verify-after-backup = false");
+        let record = {
+            let ctx = t.ctx();
+            backup::take(&ctx, ctx.job("app").unwrap(), "", false, &mut |_| {}).unwrap()
+        };
+        (src, t, record)
+    }
+
+    #[test]
+    fn shallow_and_deep_verification_pass_and_are_recorded() {
+        let (_src, t, record) = backed_up();
+        let ctx = t.ctx();
+        let v = verify(&ctx, &record, false, &mut |_| {}).unwrap();
+        assert!(!v.deep && v.entries == 1);
+        let v = verify(&ctx, &record, true, &mut |_| {}).unwrap();
+        assert!(v.deep);
+        assert_eq!(ctx.get(&record.id).unwrap().verify_result, "ok");
+        assert_eq!(std::fs::read_dir(ctx.store.staging_dir()).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn a_flipped_byte_fails_is_recorded_and_counted() {
+        let (_src, t, record) = backed_up();
+        let ctx = t.ctx();
+        let path = ctx.store.paths("app", &record.id).archive;
+        let mut bytes = std::fs::read(&path).unwrap();
+        let middle = bytes.len() / 2;
+        bytes[middle] ^= 0x40;
+        std::fs::write(&path, bytes).unwrap();
+        let err = verify(&ctx, &record, false, &mut |_| {}).unwrap_err();
+        assert_eq!(err.kind(), crate::error::ErrorKind::DataLoss, "{err}");
+        let stored = ctx.get(&record.id).unwrap().verify_result;
+        assert!(
+            stored.starts_with(&format!("backup {} failed verification", record.id)),
+            "{stored}"
+        );
+        assert_eq!(ctx.counters.values().verify_failures.get("app"), Some(&1));
+    }
+
+    #[test]
+    fn an_unreadable_sidecar_is_data_loss() {
+        let (_src, t, record) = backed_up();
+        let ctx = t.ctx();
+        std::fs::write(ctx.store.paths("app", &record.id).sidecar, b"garbage").unwrap();
+        let err = verify(&ctx, &record, false, &mut |_| {}).unwrap_err();
+        assert_eq!(err.kind(), crate::error::ErrorKind::DataLoss, "{err}");
+        assert!(err.to_string().contains("is unreadable"), "{err}");
+    }
+}

@@ -1,0 +1,322 @@
+//! The SQLite source: `database = "/path/app.db"`.
+//!
+//! Two snapshot methods ([`SnapshotMethod`]):
+//! - `vacuum-into` (default): `VACUUM INTO` a file in staging on its own thread; the
+//!   media are archived on the other cores meanwhile, once the copy's read
+//!   transaction has begun (the snapshot point); then the copy is archived while
+//!   `quick_check` runs on it on another core (the archive is only committed if it
+//!   passes).
+//! - `page-stream`: the pages of one read transaction through `sqlite_dbpage`, checked
+//!   in that transaction and streamed straight into the archive (WAL mode); in
+//!   rollback-journal mode, where writers wait for the transaction, the pages are first
+//!   copied to staging (much faster than compressing them) and the copy is checked.
+//!   The media follow the database.
+//!
+//! - [`snapshot`]: the copies themselves; [`check`]: SQLite's checks of a copy.
+
+pub mod check;
+pub mod snapshot;
+
+use std::path::{Path, PathBuf};
+use std::thread::JoinHandle;
+
+use tokio_util::sync::CancellationToken;
+
+pub use check::check;
+pub use snapshot::{PageStream, Started, probe, sqlite_version, vacuum_into};
+
+use super::{Estimate, MediaOrder, Snapshot, Source, SourceError};
+use crate::archive::{ArchiveError, ArchiveWriter};
+use crate::config::{SnapshotMethod, SqliteConfig};
+use crate::manifest::{SourceInfo, SqliteInfo};
+
+/// How long start-up and status wait for a lock when probing a database.
+const PROBE_TIMEOUT: std::time::Duration = std::time::Duration::from_millis(100);
+
+/// An SQLite job's database.
+pub struct SqliteSource {
+    config: SqliteConfig,
+}
+
+impl SqliteSource {
+    pub fn new(config: SqliteConfig) -> SqliteSource {
+        SqliteSource { config }
+    }
+
+    /// The archive entry of the database: `db/<file name>` (UTF-8, checked at config
+    /// load).
+    fn entry(&self) -> String {
+        format!("db/{}", self.file_name())
+    }
+
+    fn file_name(&self) -> String {
+        self.config
+            .path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default()
+    }
+}
+
+/// Size of the database and its WAL: what `VACUUM INTO` may copy at most.
+fn database_size(db: &Path) -> u64 {
+    let mut wal = db.as_os_str().to_owned();
+    wal.push("-wal");
+    [db.to_owned(), PathBuf::from(wal)]
+        .iter()
+        .filter_map(|p| std::fs::metadata(p).ok())
+        .map(|m| m.len())
+        .sum()
+}
+
+impl Source for SqliteSource {
+    fn describe(&self) -> String {
+        self.config.path.display().to_string()
+    }
+
+    fn probe(&self) -> Result<(), SourceError> {
+        probe(&self.config.path, PROBE_TIMEOUT).map(drop)
+    }
+
+    fn problem(&self) -> Option<String> {
+        match self.config.path.try_exists() {
+            Ok(true) => None,
+            _ => Some(format!("database {} does not exist", self.config.path.display())),
+        }
+    }
+
+    fn estimate(&self) -> Estimate {
+        let size = database_size(&self.config.path);
+        match self.config.snapshot_method {
+            SnapshotMethod::VacuumInto => Estimate {
+                staging: size,
+                archive: size,
+            },
+            SnapshotMethod::PageStream => Estimate {
+                staging: 0,
+                archive: size,
+            },
+        }
+    }
+
+    fn begin(&self, staging: &Path, cancel: &CancellationToken) -> Result<Box<dyn Snapshot>, SourceError> {
+        let copy = staging.join(self.file_name());
+        match self.config.snapshot_method {
+            SnapshotMethod::VacuumInto => {
+                let started = Started::default();
+                let thread = {
+                    let (source, dest) = (self.config.path.clone(), copy.clone());
+                    let (timeout, cancel, started) =
+                        (self.config.busy_timeout, cancel.clone(), started.clone());
+                    std::thread::Builder::new()
+                        .name("coffer-vacuum".into())
+                        .spawn(move || vacuum_into(&source, &dest, timeout, &cancel, &started))
+                        .map_err(SourceError::io(
+                            "cannot start the snapshot thread for",
+                            &self.config.path,
+                        ))?
+                };
+                Ok(Box::new(VacuumSnapshot {
+                    entry: self.entry(),
+                    copy,
+                    cancel: cancel.clone(),
+                    started,
+                    thread: Some(thread),
+                    done: None,
+                }))
+            }
+            SnapshotMethod::PageStream => {
+                let stream = PageStream::open(&self.config.path, self.config.busy_timeout, cancel)?;
+                Ok(Box::new(PageSnapshot {
+                    entry: self.entry(),
+                    live: self.config.path.clone(),
+                    copy,
+                    stream,
+                }))
+            }
+        }
+    }
+}
+
+/// A `VACUUM INTO` copy being made on its own thread.
+struct VacuumSnapshot {
+    entry: String,
+    copy: PathBuf,
+    cancel: CancellationToken,
+    started: Started,
+    thread: Option<JoinHandle<Result<SqliteInfo, SourceError>>>,
+    /// The copy's outcome once joined.
+    done: Option<SqliteInfo>,
+}
+
+impl VacuumSnapshot {
+    fn join(&mut self) -> Result<SqliteInfo, SourceError> {
+        if let Some(info) = &self.done {
+            return Ok(info.clone());
+        }
+        let thread = self.thread.take().ok_or_else(|| SourceError::Read {
+            path: self.copy.clone(),
+            message: "the snapshot thread is gone".into(),
+        })?;
+        let info = thread.join().map_err(|_| SourceError::Read {
+            path: self.copy.clone(),
+            message: "the snapshot thread panicked".into(),
+        })??;
+        self.done = Some(info.clone());
+        Ok(info)
+    }
+}
+
+impl Snapshot for VacuumSnapshot {
+    fn media_order(&self) -> MediaOrder {
+        MediaOrder::DuringSnapshot
+    }
+
+    fn wait_point(&mut self) -> Result<(), SourceError> {
+        self.started.wait();
+        // Finished already: it failed before copying (missing, locked, not a
+        // database), or the database was tiny. Either way, say so before the media.
+        if self.thread.as_ref().is_some_and(JoinHandle::is_finished) {
+            self.join()?;
+        }
+        Ok(())
+    }
+
+    fn archive(
+        mut self: Box<Self>,
+        writer: &mut ArchiveWriter,
+        progress: &mut dyn FnMut(u64, u64),
+    ) -> Result<SourceInfo, SourceError> {
+        let info = self.join()?;
+        if self.cancel.is_cancelled() {
+            return Err(SourceError::Cancelled {
+                path: self.copy.clone(),
+            });
+        }
+        let meta =
+            std::fs::metadata(&self.copy).map_err(SourceError::io("cannot read the snapshot", &self.copy))?;
+        let total = meta.len();
+        let mut done = 0;
+        // `quick_check` of the copy runs while the copy is compressed, instead of
+        // idling a core between the two; the archive is only committed after it passed.
+        std::thread::scope(|scope| -> Result<(), SourceError> {
+            let checked = scope.spawn(|| check(&self.copy, false));
+            let added = writer.add_file(&self.entry, &self.copy, &meta, &mut |n| {
+                done += n;
+                progress(done, total);
+            });
+            checked.join().map_err(|_| SourceError::Read {
+                path: self.copy.clone(),
+                message: "the snapshot check panicked".into(),
+            })??;
+            added.map_err(SourceError::Archive)
+        })?;
+        Ok(SourceInfo::Sqlite(info))
+    }
+}
+
+/// Pages streamed from one read transaction on the live database.
+struct PageSnapshot {
+    entry: String,
+    live: PathBuf,
+    /// Where a rollback-journal database's pages are copied first.
+    copy: PathBuf,
+    stream: PageStream,
+}
+
+impl Snapshot for PageSnapshot {
+    fn media_order(&self) -> MediaOrder {
+        MediaOrder::AfterDatabase
+    }
+
+    fn wait_point(&mut self) -> Result<(), SourceError> {
+        // The read transaction is open: the point is fixed.
+        Ok(())
+    }
+
+    fn archive(
+        self: Box<Self>,
+        writer: &mut ArchiveWriter,
+        progress: &mut dyn FnMut(u64, u64),
+    ) -> Result<SourceInfo, SourceError> {
+        let stream = self.stream;
+        // Mode, owner and mtime of the live file (a stat, not an open).
+        let meta =
+            std::fs::metadata(&self.live).map_err(SourceError::io("cannot stat the database", &self.live))?;
+        let (size, info) = (stream.size(), stream.info.clone());
+        // A page that could not be read is a snapshot failure, not an archive one.
+        let page_err = |e: std::io::Error| SourceError::Read {
+            path: self.live.clone(),
+            message: e.to_string(),
+        };
+        let mut done = 0;
+        let mut tick = |n: u64| {
+            done += n;
+            progress(done, size);
+        };
+        if info.journal_mode == "wal" {
+            // Writers do not wait for readers: check and stream in the transaction.
+            stream.check()?;
+            stream
+                .with_reader(|reader| writer.add_stream(&self.entry, reader, size, &meta, &mut tick))?
+                .map_err(|e| match e {
+                    ArchiveError::Write(e) if e.kind() == std::io::ErrorKind::Other => page_err(e),
+                    e => SourceError::Archive(e),
+                })?;
+            stream.finish()?;
+        } else {
+            // Rollback journal: writers wait as long as the read transaction lasts. A
+            // plain copy to staging ends it many times sooner than compressing and
+            // hashing would, and the check runs on the copy.
+            let file = std::fs::File::create_new(&self.copy)
+                .map_err(SourceError::io("cannot create the snapshot", &self.copy))?;
+            let mut out = std::io::BufWriter::with_capacity(1 << 20, file);
+            stream
+                .with_reader(|reader| std::io::copy(reader, &mut out))?
+                .and_then(|_| std::io::Write::flush(&mut out))
+                .map_err(|e| match e.kind() {
+                    std::io::ErrorKind::Other => page_err(e),
+                    _ => SourceError::io("cannot write the snapshot", &self.copy)(e),
+                })?;
+            drop(out);
+            stream.finish()?;
+            check(&self.copy, false)?;
+            let file = std::fs::File::open(&self.copy)
+                .map_err(SourceError::io("cannot read the snapshot", &self.copy))?;
+            let mut reader = std::io::BufReader::with_capacity(1 << 20, file);
+            writer
+                .add_stream(&self.entry, &mut reader, size, &meta, &mut tick)
+                .map_err(SourceError::Archive)?;
+        }
+        Ok(SourceInfo::Sqlite(info))
+    }
+
+    fn staging_needed(&self) -> u64 {
+        if self.stream.info.journal_mode == "wal" {
+            0
+        } else {
+            self.stream.size()
+        }
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod test_db {
+    use std::path::Path;
+
+    use rusqlite::Connection;
+
+    /// A small database: table `t` with three rows, user_version 7, application_id 42.
+    pub fn make_db(path: &Path, wal: bool) {
+        let conn = Connection::open(path).unwrap();
+        if wal {
+            conn.query_row("PRAGMA journal_mode=WAL", [], |_| Ok(())).unwrap();
+        }
+        conn.execute_batch(
+            "PRAGMA user_version = 7; PRAGMA application_id = 42;
+             CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT);
+             INSERT INTO t(v) VALUES ('a'), ('b'), ('c');",
+        )
+        .unwrap();
+    }
+}
