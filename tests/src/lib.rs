@@ -21,7 +21,9 @@
 //! Modules: [`process`] (binaries, timeouts), [`daemon`] ([`Daemon`], [`Tmpfs`]),
 //! [`app`] (application data), [`ledger`] (transactional writers), [`archives`]
 //! (reading archives by hand), [`compare`] (databases and trees), [`files`] (hashes,
-//! listings). Everything is re-exported at the crate root.
+//! listings), [`servers`] (real PostgreSQL, MariaDB, S3 servers and age/SSH keys for the
+//! stage-2 tests; installed by `tests/test-deps.sh`). Everything but `servers` is
+//! re-exported at the crate root.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 pub mod app;
@@ -31,6 +33,7 @@ pub mod daemon;
 pub mod files;
 pub mod ledger;
 pub mod process;
+pub mod servers;
 
 pub use app::*;
 pub use archives::*;

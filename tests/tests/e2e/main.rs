@@ -31,6 +31,8 @@
 //!   pins survive prunes and catalog rebuilds; the newest is always kept.
 //! - [`disk`]: a small backup filesystem (tmpfs; root only): refused runs,
 //!   `min-free-space`, a disk filling up mid-archive.
+//! - [`servers`]: the harness's real PostgreSQL, MariaDB and S3 servers start, take
+//!   data, survive SIGKILL and do not clash when run side by side.
 //! - [`systemd`]: the shipped units pass `systemd-analyze verify` and score ≤ 2.5 on
 //!   `systemd-analyze security` (skipped when systemd's tools cannot be installed).
 
@@ -52,5 +54,6 @@ mod monitoring;
 mod restore;
 mod retention;
 mod schedule;
+mod servers;
 mod systemd;
 mod transfer;
