@@ -577,7 +577,7 @@ database = "/var/lib/app/app.db"
 
     #[test]
     fn full_example_parses() {
-        let text = include_str!("../../examples/cofferd.toml");
+        let text = include_str!("../../../examples/cofferd.toml");
         let c = parse(text).unwrap();
         assert_eq!(c.jobs.len(), 1);
         let job = &c.jobs[0];
