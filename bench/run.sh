@@ -23,7 +23,8 @@ WORK=/tmp/coffer-bench
 ROUNDS=3             # measured rounds per operation; the median is reported
 RESTORE=1            # also measure restore
 BASELINE_ONLY=0      # skip everything that needs the Coffer binaries
-FSYNC_BASELINE=0     # make the baseline fsync its output (cofferd fsyncs its archive)
+FSYNC_BASELINE=1     # the baseline syncs its output, as cofferd fsyncs its archive
+VERIFY=true          # cofferd's verify-after-backup (true is its default)
 KEEP=0               # keep archives and restored trees at the end
 STRICT=0             # exit 3 if a target is missed
 METHOD=vacuum-into   # cofferd's snapshot-method
@@ -42,7 +43,10 @@ Usage: bash bench/run.sh [options]
   --restore          measure restore too (default)
   --no-restore       do not measure restore
   --baseline-only    only the baseline (no cargo build, no cofferd)
-  --fsync-baseline   the baseline fsyncs what it writes, like cofferd does
+  --fsync-baseline   the baseline syncs what it writes, like cofferd does (default)
+  --no-fsync-baseline  the baseline leaves flushing to the kernel
+  --no-verify        cofferd with verify-after-backup = false (default: true, cofferd's
+                     own default; every other setting is the default config too)
   --keep             keep archives and restored trees in the work dir
   --strict           exit 3 if a target in bench/README.md is missed
   --snapshot-method M  cofferd's snapshot method: vacuum-into (default) or page-stream
@@ -77,6 +81,8 @@ while [[ $# -gt 0 ]]; do
         --no-restore) RESTORE=0; shift ;;
         --baseline-only) BASELINE_ONLY=1; shift ;;
         --fsync-baseline) FSYNC_BASELINE=1; shift ;;
+        --no-fsync-baseline) FSYNC_BASELINE=0; shift ;;
+        --no-verify) VERIFY=false; shift ;;
         --keep)      KEEP=1; shift ;;
         --strict)    STRICT=1; shift ;;
         --snapshot-method) need_value "$@"; METHOD=$2; shift 2 ;;
@@ -313,8 +319,7 @@ name = "bench"
 database = $(toml_str "$DB")
 media = [$(toml_str "$MEDIA")]
 schedule = "manual"
-compression-level = 3
-verify-after-backup = false
+verify-after-backup = $VERIFY
 snapshot-method = "$METHOD"
 min-free-space = "0B"
 EOF
@@ -534,7 +539,7 @@ if [[ -n $(git -C "$REPO_ROOT" status --porcelain 2>/dev/null | head -n 1) ]]; t
     echo "| zstd | $(zstd --version | sed 's/^\*\*\* //; s/ \*\*\*$//') |"
     echo "| tar | $(tar --version | head -n 1) |"
     echo "| coffer | $coffer_version, commit $git_rev |"
-    echo "| rounds | $ROUNDS per operation, median reported; baseline fsync: $([[ $FSYNC_BASELINE -eq 1 ]] && echo yes || echo no); cofferd snapshot-method: $METHOD |"
+    echo "| rounds | $ROUNDS per operation, median reported; baseline sync: $([[ $FSYNC_BASELINE -eq 1 ]] && echo yes || echo no); cofferd: default config$([[ $METHOD != vacuum-into ]] && echo ", snapshot-method $METHOD")$([[ $VERIFY != true ]] && echo ", verify-after-backup false") |"
     echo
     echo "| operation | baseline (s) | coffer (s) | ratio (coffer/baseline) | archive size baseline vs coffer | cofferd peak RSS (MiB) | cofferd idle RSS (MiB) |"
     echo "|---|---:|---:|---:|---|---:|---:|"

@@ -163,6 +163,11 @@ fn judge(job: &proto::JobStatus, healthy: bool, age: Option<i64>, stale_after: i
         (State::Critical, why)
     } else if !job.problem.is_empty() {
         (State::Warning, format!("{}: {}", job.name, job.problem))
+    } else if !job.warnings.is_empty() {
+        (
+            State::Warning,
+            format!("{}: {}", job.name, job.warnings.join("; ")),
+        )
     } else if age.is_some_and(|a| a > warn_at) {
         (
             State::Warning,

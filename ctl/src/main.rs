@@ -123,6 +123,9 @@ enum Command {
         #[arg(long, default_value_t = 50)]
         limit: u32,
     },
+    /// Restore drill: restore JOB's newest backup into staging, verify it, run the
+    /// job's checks, remove it; live data is never touched.
+    Drill { job: String },
     /// Verify a backup's archive against its manifest.
     Verify {
         id: String,
@@ -311,6 +314,18 @@ async fn dispatch(c: &mut Client, command: Command, json: bool) -> Result<()> {
                 .await?
                 .into_inner();
             output::audit(&audit.entries, json);
+        }
+        Command::Drill { job } => {
+            let stream = c
+                .run_drill(proto::RunDrillRequest { job: job.clone() })
+                .await?
+                .into_inner();
+            let drilled = follow(stream, &format!("drilling {job}"), |e| match e {
+                Event::Drill(d) => Some(d),
+                _ => None,
+            })
+            .await?;
+            output::drilled(&drilled, json);
         }
         Command::Verify { id, deep } => {
             let stream = c

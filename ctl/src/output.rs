@@ -68,6 +68,17 @@ pub struct BackupJson<'a> {
     media_roots: &'a [String],
     totals: TotalsJson,
     duration_ms: u64,
+    /// Media entries that could not be stored: how many, the first few with reasons.
+    skipped_count: u64,
+    skipped: Vec<SkippedJson<'a>>,
+    /// Media entries left out by the job's `exclude` globs.
+    excluded_count: u64,
+}
+
+#[derive(Serialize)]
+struct SkippedJson<'a> {
+    path: &'a str,
+    reason: &'a str,
 }
 
 #[derive(Serialize)]
@@ -129,7 +140,48 @@ pub fn backup_json(b: &proto::Backup) -> BackupJson<'_> {
             bytes: b.total_bytes,
         },
         duration_ms: b.duration_ms,
+        skipped_count: b.skipped_count,
+        skipped: b
+            .skipped
+            .iter()
+            .map(|s| SkippedJson {
+                path: &s.path,
+                reason: &s.reason,
+            })
+            .collect(),
+        excluded_count: b.excluded_count,
     }
+}
+
+/// "; 2 entries could not be stored: media/0/run.sock (socket), ..." or "".
+fn skipped_text(b: &proto::Backup) -> String {
+    let mut text = String::new();
+    if b.skipped_count > 0 {
+        let named: Vec<String> = b
+            .skipped
+            .iter()
+            .map(|s| format!("{} ({})", s.path, s.reason))
+            .collect();
+        let more = b.skipped_count.saturating_sub(b.skipped.len() as u64);
+        text = format!(
+            "; {} media entr{} could not be stored: {}{}",
+            b.skipped_count,
+            if b.skipped_count == 1 { "y" } else { "ies" },
+            named.join(", "),
+            if more > 0 {
+                format!(" and {more} more")
+            } else {
+                String::new()
+            }
+        );
+    }
+    if b.excluded_count > 0 {
+        text.push_str(&format!(
+            "; {} excluded by the job's exclude globs",
+            b.excluded_count
+        ));
+    }
+    text
 }
 
 /// Prints rows as columns separated by two spaces, the first row a header.
@@ -251,6 +303,13 @@ pub fn backup(b: &proto::Backup, json: bool) {
         ),
         ("took", duration(std::time::Duration::from_millis(b.duration_ms))),
         (
+            "left out",
+            match skipped_text(b) {
+                t if t.is_empty() => "nothing".into(),
+                t => t.trim_start_matches("; ").replace("; ", "\n           "),
+            },
+        ),
+        (
             "made by",
             format!(
                 "coffer {} on {}, SQLite {}",
@@ -268,12 +327,13 @@ pub fn created(b: &proto::Backup, json: bool) {
         print_json(&backup_json(b));
     } else {
         outln!(
-            "backup {} created: {} ({} files, {} uncompressed) in {}",
+            "backup {} created: {} ({} files, {} uncompressed) in {}{}",
             b.id,
             bytes(b.size),
             b.file_count,
             bytes(b.total_bytes),
-            duration(std::time::Duration::from_millis(b.duration_ms))
+            duration(std::time::Duration::from_millis(b.duration_ms)),
+            skipped_text(b)
         );
     }
 }
@@ -346,6 +406,14 @@ pub fn status(s: &proto::GetStatusResponse, json: bool) {
                     "backup-bytes": j.backup_bytes,
                     "last-success-at": time_json(j.last_success_at),
                     "problem": if j.problem.is_empty() { Value::Null } else { Value::String(j.problem.clone()) },
+                    "warnings": j.warnings,
+                    "last-drill": j.last_drill.as_ref().map(|r| json!({
+                        "status": r.status().short_name(),
+                        "started-at": time_json(r.started_at),
+                        "finished-at": time_json(r.finished_at),
+                        "error": r.error,
+                        "backup-id": r.backup_id,
+                    })),
                 })
             })
             .collect();
@@ -372,6 +440,7 @@ pub fn status(s: &proto::GetStatusResponse, json: bool) {
         "SIZE".into(),
         "LAST RUN".into(),
         "NEXT RUN".into(),
+        "LAST DRILL".into(),
     ]];
     for j in &s.jobs {
         let mut last = if j.running {
@@ -388,9 +457,15 @@ pub fn status(s: &proto::GetStatusResponse, json: bool) {
             bytes(j.backup_bytes),
             last,
             timestamp(j.next_run_at),
+            run_text(j.last_drill.as_ref()),
         ]);
     }
     table(&rows);
+    for j in &s.jobs {
+        for warning in &j.warnings {
+            outln!("warning: {}: {warning}", j.name);
+        }
+    }
 }
 
 pub fn jobs(jobs: &[proto::Job], json: bool) {
@@ -411,6 +486,8 @@ pub fn jobs(jobs: &[proto::Job], json: bool) {
                     "catch-up": j.catch_up,
                     "next-run-at": time_json(j.next_run_at),
                     "retention": j.retention,
+                    "drill": {"schedule": j.drill_schedule, "checks": j.drill_checks},
+                    "exclude": j.exclude,
                 })
             })
             .collect();
@@ -440,6 +517,32 @@ pub fn jobs(jobs: &[proto::Job], json: bool) {
         ]);
     }
     table(&rows);
+}
+
+pub fn drilled(d: &proto::DrillResult, json: bool) {
+    if json {
+        let checks: Vec<Value> = d
+            .checks
+            .iter()
+            .map(|c| json!({"query": c.query, "value": c.value}))
+            .collect();
+        print_json(&json!({
+            "job": d.job,
+            "backup-id": d.backup_id,
+            "checks": checks,
+            "duration-ms": d.duration_ms,
+        }));
+        return;
+    }
+    outln!(
+        "restore drill of {} passed: backup {} restored, verified and checked in {}",
+        d.job,
+        d.backup_id,
+        duration(std::time::Duration::from_millis(d.duration_ms))
+    );
+    for c in &d.checks {
+        outln!("  ok  {} -> {}", c.query, c.value);
+    }
 }
 
 pub fn pinned(b: &proto::Backup, json: bool) {

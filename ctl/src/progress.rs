@@ -19,7 +19,7 @@ pub async fn follow(mut stream: Streaming<BackupEvent>, what: &str) -> Result<Ev
         let bar = ProgressBar::new(0);
         bar.set_style(
             ProgressStyle::with_template(
-                "{spinner} {prefix} {msg:12} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec}",
+                "{spinner} {prefix} {msg:12} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
             )
             .unwrap_or_else(|_| ProgressStyle::default_bar())
             .progress_chars("=> "),

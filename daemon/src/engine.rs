@@ -23,6 +23,7 @@ use tokio_util::sync::CancellationToken;
 use crate::catalog::{BackupRecord, Catalog, JobStats, RunEnd, RunRecord};
 use crate::config::Config;
 use crate::error::Error;
+use crate::ops::drill::Drilled;
 use crate::ops::prune::Pruned;
 use crate::ops::restore::{Only, Restored};
 use crate::ops::verify::Verified;
@@ -407,6 +408,50 @@ impl Engine {
                     || ops::upload::catalog_upload(ctx, &partial, job.as_deref(), &mut *progress),
                     |r| (r.id.clone(), r.size),
                 )
+            })
+        })
+        .await
+    }
+
+    /// A restore drill of `job`'s newest backup (a recorded run of kind drill, with a
+    /// slot; it never touches live data, so it claims nothing). A failed drill runs
+    /// the job's on-failure hooks.
+    pub async fn drill(
+        self: &Arc<Self>,
+        job: String,
+        cancel: CancellationToken,
+        mut progress: ProgressFn,
+    ) -> Result<Drilled, Error> {
+        if self.config().job(&job).is_none() {
+            return Err(Error::UnknownJob(job));
+        }
+        let guard = self.guard(None, &cancel, &mut *progress).await?;
+        self.on_thread(cancel, move |engine, cancel| {
+            let _guard = guard;
+            engine.with_ctx(cancel, |ctx| {
+                let job = ctx.job(&job)?;
+                let result = engine.record(
+                    RunKind::Drill,
+                    &job.name,
+                    false,
+                    cancel,
+                    || ops::drill::drill(ctx, job, &mut *progress),
+                    |d| (d.backup_id.clone(), 0),
+                );
+                match &result {
+                    Ok(d) => tracing::info!(job = job.name, id = d.backup_id, "restore drill passed"),
+                    Err(e) => {
+                        tracing::warn!(job = job.name, "restore drill failed: {}", e.describe());
+                        crate::hooks::run_logged(
+                            job,
+                            crate::hooks::HookEvent::OnFailure,
+                            "",
+                            &e.describe(),
+                            cancel,
+                        );
+                    }
+                }
+                result
             })
         })
         .await

@@ -100,6 +100,8 @@ pub enum Error {
         source: std::io::Error,
         rolled_back: bool,
     },
+    #[error("the restore drill of backup {id} failed: {why}")]
+    Drill { id: String, why: String },
     #[error("the operation was cancelled because cofferd is shutting down")]
     Cancelled,
     #[error("internal error: {0}")]
@@ -150,7 +152,7 @@ impl Error {
                 ArchiveError::Cancelled => K::Cancelled,
                 ArchiveError::Write(_) | ArchiveError::Read(_) => K::Internal,
             },
-            Error::Sidecar { .. } => K::DataLoss,
+            Error::Sidecar { .. } | Error::Drill { .. } => K::DataLoss,
             Error::NoSpace(_) => K::NoSpace,
             Error::Io { source, .. } | Error::Swap { source, .. } => io_kind(source),
             Error::Catalog(CatalogError::Corrupt { .. }) => K::DataLoss,

@@ -147,36 +147,66 @@ const WRITEBACK_STEP: u64 = 16 << 20;
 /// little left to flush, and a backup does not push the app's data out of the cache.
 /// The advice is only advice: its errors are ignored.
 pub struct StreamedFile {
-    file: File,
+    file: Option<File>,
     written: u64,
     handed: u64,
+    /// Tells a [`Follower`] how far the file has been written.
+    front: Option<Front>,
 }
 
 impl StreamedFile {
     pub fn new(file: File) -> Self {
         StreamedFile {
-            file,
+            file: Some(file),
             written: 0,
             handed: 0,
+            front: None,
         }
     }
 
-    /// The file, e.g. to fsync it.
-    pub fn into_inner(self) -> File {
+    /// Lets [`Follower`]s of `front` read the file while it is written.
+    pub fn followed(mut self, front: Front) -> Self {
+        self.front = Some(front);
+        self
+    }
+
+    /// The file, e.g. to fsync it; followers now see its end.
+    pub fn into_inner(mut self) -> File {
+        if let Some(front) = self.front.take() {
+            front.end(true);
+        }
+        // `file` is only ever taken here, and `self` is consumed.
         self.file
+            .take()
+            .unwrap_or_else(|| unreachable!("the file is taken once"))
+    }
+}
+
+impl Drop for StreamedFile {
+    fn drop(&mut self) {
+        // Abandoned before `into_inner`: a follower must not wait for more.
+        if let Some(front) = self.front.take() {
+            front.end(false);
+        }
     }
 }
 
 impl Write for StreamedFile {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        let n = self.file.write(buf)?;
+        let Some(file) = self.file.as_mut() else {
+            return Err(io::Error::other("the file was already finished"));
+        };
+        let n = file.write(buf)?;
         self.written += n as u64;
+        if let Some(front) = &self.front {
+            front.advance(self.written);
+        }
         if self.written - self.handed >= 2 * WRITEBACK_STEP {
             let (Ok(offset), Ok(len)) = (i64::try_from(self.handed), i64::try_from(WRITEBACK_STEP)) else {
                 return Ok(n);
             };
             let _ = nix::fcntl::posix_fadvise(
-                &self.file,
+                &*file,
                 offset,
                 len,
                 nix::fcntl::PosixFadviseAdvice::POSIX_FADV_DONTNEED,
@@ -187,7 +217,82 @@ impl Write for StreamedFile {
     }
 
     fn flush(&mut self) -> io::Result<()> {
-        self.file.flush()
+        match self.file.as_mut() {
+            Some(file) => file.flush(),
+            None => Ok(()),
+        }
+    }
+}
+
+/// How far a file being written has got, shared between its writer and a
+/// [`Follower`]: bytes written so far, and whether the writer finished or gave up.
+#[derive(Debug, Clone, Default)]
+pub struct Front(std::sync::Arc<(std::sync::Mutex<FrontState>, std::sync::Condvar)>);
+
+#[derive(Debug, Default)]
+struct FrontState {
+    written: u64,
+    /// `Some(true)`: complete; `Some(false)`: abandoned.
+    ended: Option<bool>,
+}
+
+impl Front {
+    fn state(&self) -> std::sync::MutexGuard<'_, FrontState> {
+        self.0.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn advance(&self, written: u64) {
+        self.state().written = written;
+        self.0.1.notify_all();
+    }
+
+    fn end(&self, complete: bool) {
+        self.state().ended = Some(complete);
+        self.0.1.notify_all();
+    }
+}
+
+/// Reads a file while another thread writes it through a [`StreamedFile`] with the
+/// same [`Front`]: a read waits for bytes the writer has not written yet, and the end
+/// of the file is the end the writer reports. The bytes come from the file itself
+/// (the page cache, mostly), as any later reader would see them.
+pub struct Follower {
+    file: File,
+    read: u64,
+    front: Front,
+}
+
+impl Follower {
+    /// Follows `path` (already created by the writer).
+    pub fn open(path: &Path, front: Front) -> io::Result<Follower> {
+        Ok(Follower {
+            file: File::open(path)?,
+            read: 0,
+            front,
+        })
+    }
+}
+
+impl io::Read for Follower {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let available = {
+            let mut state = self.front.state();
+            loop {
+                if state.written > self.read {
+                    break state.written - self.read;
+                }
+                match state.ended {
+                    Some(true) => return Ok(0),
+                    Some(false) => return Err(io::Error::other("the file was abandoned by its writer")),
+                    None => {}
+                }
+                state = self.front.0.1.wait(state).unwrap_or_else(|p| p.into_inner());
+            }
+        };
+        let want = buf.len().min(usize::try_from(available).unwrap_or(usize::MAX));
+        let n = self.file.read(&mut buf[..want])?;
+        self.read += n as u64;
+        Ok(n)
     }
 }
 
@@ -213,6 +318,34 @@ mod tests {
             std::fs::read(&path).unwrap() == expected,
             "the file differs from what was written"
         );
+    }
+
+    #[test]
+    fn a_follower_reads_exactly_what_is_written_and_stops_at_the_end() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("out");
+        let front = Front::default();
+        let mut out = StreamedFile::new(File::create(&path).unwrap()).followed(front.clone());
+        let mut follower = Follower::open(&path, front).unwrap();
+        let reader = std::thread::spawn(move || {
+            let mut got = Vec::new();
+            io::Read::read_to_end(&mut follower, &mut got).map(|_| got)
+        });
+        let mut expected = Vec::new();
+        for i in 0..200u32 {
+            let chunk = vec![(i % 256) as u8; 10_007];
+            out.write_all(&chunk).unwrap();
+            expected.extend_from_slice(&chunk);
+        }
+        out.into_inner();
+        assert!(reader.join().unwrap().unwrap() == expected);
+
+        // An abandoned file ends the follower with an error instead of a hang.
+        let front = Front::default();
+        let out = StreamedFile::new(File::create(&path).unwrap()).followed(front.clone());
+        let mut follower = Follower::open(&path, front).unwrap();
+        drop(out);
+        assert!(io::Read::read_to_end(&mut follower, &mut Vec::new()).is_err());
     }
 
     #[test]

@@ -1,4 +1,5 @@
-//! Runs each job's backups on its cron schedule.
+//! Runs each job's backups — and its restore drills (`[job.drill] schedule`) — on
+//! their cron schedules.
 //!
 //! One task per scheduled job computes the next fire time with [`Schedule`] (time zone
 //! and daylight-saving rules included, see `schedule.rs`) and sleeps toward it in
@@ -13,6 +14,7 @@
 //!   than its previous fire time runs once right away (like systemd's
 //!   `Persistent=true`), not once per missed slot.
 //! - Scheduled runs and skips are audited with the actor `scheduler`.
+//! - Drills have no catch-up: a missed drill waits for its next fire.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -41,12 +43,24 @@ pub fn start(
     shutdown: &CancellationToken,
 ) {
     let config = engine.config();
-    for job in config.jobs.iter().filter(|j| j.schedule.is_some()) {
-        let (engine, stop, shutdown) = (engine.clone(), stop.clone(), shutdown.clone());
-        let name = job.name.clone();
-        let runs = tasks.clone();
-        tasks.spawn(async move { job_loop(engine, name, stop, shutdown, runs).await });
+    for job in &config.jobs {
+        for (what, schedule) in [(What::Backup, &job.schedule), (What::Drill, &job.drill.schedule)] {
+            let Some(schedule) = schedule.clone() else {
+                continue;
+            };
+            let (engine, stop, shutdown) = (engine.clone(), stop.clone(), shutdown.clone());
+            let name = job.name.clone();
+            let runs = tasks.clone();
+            tasks.spawn(async move { job_loop(engine, name, what, schedule, stop, shutdown, runs).await });
+        }
     }
+}
+
+/// What a schedule fires.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum What {
+    Backup,
+    Drill,
 }
 
 /// Whether a job that has not backed up since `newest_backup` missed a fire.
@@ -57,14 +71,13 @@ pub fn missed_fire(prev_fire: Option<DateTime<Utc>>, newest_backup: i64) -> bool
 async fn job_loop(
     engine: Arc<Engine>,
     name: String,
+    what: What,
+    schedule: crate::policy::schedule::Schedule,
     stop: CancellationToken,
     shutdown: CancellationToken,
     runs: TaskTracker,
 ) {
-    let Some(schedule) = engine.config().job(&name).and_then(|j| j.schedule.clone()) else {
-        return;
-    };
-    let catch_up = engine.config().job(&name).is_some_and(|j| j.catch_up);
+    let catch_up = what == What::Backup && engine.config().job(&name).is_some_and(|j| j.catch_up);
     if catch_up {
         let newest = {
             let engine = engine.clone();
@@ -104,8 +117,27 @@ async fn job_loop(
         // meanwhile are not replayed: the next one is computed from now.
         after = next.max(Utc::now());
         let (engine, job_name, shutdown) = (engine.clone(), name.clone(), shutdown.clone());
-        runs.spawn(async move { fire(&engine, &job_name, &shutdown).await });
+        runs.spawn(async move {
+            match what {
+                What::Backup => fire(&engine, &job_name, &shutdown).await,
+                What::Drill => fire_drill(&engine, &job_name, &shutdown).await,
+            }
+        });
     }
+}
+
+/// One scheduled drill (recorded and hooked by the engine; audited here).
+async fn fire_drill(engine: &Arc<Engine>, name: &str, stop: &CancellationToken) {
+    let result = engine
+        .drill(name.to_owned(), stop.child_token(), Box::new(|_| {}))
+        .await;
+    let (target, error) = match &result {
+        Ok(drilled) => (drilled.backup_id.clone(), None),
+        Err(e) => (name.to_owned(), Some(e.to_string())),
+    };
+    let engine = engine.clone();
+    let _ =
+        tokio::task::spawn_blocking(move || engine.audit(ACTOR, "drill", &target, error.as_deref())).await;
 }
 
 /// One scheduled run: skipped (and recorded) if the job is already running.

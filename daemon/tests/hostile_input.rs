@@ -163,6 +163,7 @@ fn blank_manifest() -> Manifest {
         }),
         media_roots: (0..ROOTS).map(|n| format!("/srv/media{n}")).collect(),
         entries: Vec::new(),
+        skipped: Vec::new(),
         totals: Totals::default(),
     }
 }
@@ -193,12 +194,12 @@ fn valid() -> &'static Valid {
         let cancel = tokio_util::sync::CancellationToken::new();
         let mut writer = ArchiveWriter::new(fs::File::create(&out).unwrap(), 3, 1, cancel).unwrap();
         writer
-            .add_file("db/app.db", &db, &fs::metadata(&db).unwrap(), &mut |_| {})
+            .add_file(b"db/app.db", &db, &fs::metadata(&db).unwrap(), &mut |_| {})
             .unwrap();
         for (n, root) in [&m0, &m1].into_iter().enumerate() {
-            let (items, skipped) = coffer_daemon::source::media::walk_media(n, root).unwrap();
-            assert!(skipped.is_empty());
-            for item in &items {
+            let walked = coffer_daemon::source::media::walk_media(n, root, &Default::default()).unwrap();
+            assert!(walked.skipped.is_empty());
+            for item in &walked.items {
                 coffer_daemon::source::media::add_to_archive(&mut writer, item, &mut |_| {}).unwrap();
             }
         }

@@ -133,6 +133,16 @@ pub fn backup_message(r: &BackupRecord, store: &LocalStore) -> proto::Backup {
         symlink_count: s.totals.symlinks,
         total_bytes: s.totals.bytes,
         duration_ms: r.duration_ms,
+        skipped_count: s.totals.skipped,
+        skipped: s
+            .skipped
+            .iter()
+            .map(|e| proto::SkippedEntry {
+                path: e.path.clone(),
+                reason: e.reason.clone(),
+            })
+            .collect(),
+        excluded_count: s.totals.excluded,
         ..Default::default()
     };
     match &s.source {

@@ -59,6 +59,7 @@ pub fn render(engine: &Engine) -> Result<String, Error> {
     );
 
     job_families(engine, &mut out)?;
+    drill_and_skip_families(engine, &mut out)?;
     let counters = engine.counters();
     let (removed, verify_failures) = (counters.retention_removed, counters.verify_failures);
     for (name, help, counts) in [
@@ -165,6 +166,56 @@ fn job_families(engine: &Engine, out: &mut String) -> Result<(), Error> {
             &[("job", &job), ("kind", &kind), ("result", &status)],
             n,
         );
+    }
+    Ok(())
+}
+
+/// Restore drills (newest success, failures) and the entries the newest backup could
+/// not store, per job. Drill failures are counted from the catalog's runs, so the
+/// counter survives restarts.
+fn drill_and_skip_families(engine: &Engine, out: &mut String) -> Result<(), Error> {
+    let config = engine.config();
+    let catalog = engine.catalog();
+    let counts = catalog.run_counts()?;
+    let mut f = Family::new(
+        out,
+        "coffer_drill_last_success_timestamp_seconds",
+        "gauge",
+        "End of the newest successful restore drill per job (0 if none).",
+    );
+    for job in &config.jobs {
+        let last = catalog.last_successful_run(&job.name, RunKind::Drill)?;
+        f.sample(
+            "coffer_drill_last_success_timestamp_seconds",
+            &[("job", &job.name)],
+            last.map_or(0, |r| r.finished_at),
+        );
+    }
+    let mut f = Family::new(
+        out,
+        "coffer_drill_failures_total",
+        "counter",
+        "Failed restore drills per job.",
+    );
+    for job in &config.jobs {
+        let failed = counts
+            .iter()
+            .filter(|(j, kind, status, _)| j == &job.name && kind == "drill" && status == "failed")
+            .map(|(_, _, _, n)| n)
+            .sum::<u64>();
+        f.sample("coffer_drill_failures_total", &[("job", &job.name)], failed);
+    }
+    let mut f = Family::new(
+        out,
+        "coffer_backup_skipped_entries",
+        "gauge",
+        "Media entries the newest backup could not store (sockets, fifos, devices) per job.",
+    );
+    for job in &config.jobs {
+        let skipped = catalog
+            .latest(Some(&job.name))?
+            .map_or(0, |r| r.summary.totals.skipped);
+        f.sample("coffer_backup_skipped_entries", &[("job", &job.name)], skipped);
     }
     Ok(())
 }

@@ -470,6 +470,35 @@ impl Coffer for CofferService {
             .collect();
         Ok(Response::new(proto::ListAuditResponse { entries }))
     }
+
+    type RunDrillStream = EventStream;
+
+    async fn run_drill(&self, req: Request<proto::RunDrillRequest>) -> Result<Response<EventStream>, Status> {
+        let peer = self.allow(&req, Role::Admin, "drill", "run restore drills")?;
+        let job = req.into_inner().job;
+        let engine = self.engine.clone();
+        let target = job.clone();
+        Ok(self.spawn_run(
+            peer,
+            "drill".into(),
+            move |result: &Result<crate::ops::drill::Drilled, Status>| {
+                result.as_ref().map_or(target, |d| d.backup_id.clone())
+            },
+            |progress, cancel| async move { engine.drill(job, cancel, progress).await },
+            |d| {
+                Reply::Drill(proto::DrillResult {
+                    job: d.job,
+                    backup_id: d.backup_id,
+                    checks: d
+                        .checks
+                        .into_iter()
+                        .map(|(query, value)| proto::DrillCheck { query, value })
+                        .collect(),
+                    duration_ms: d.duration_ms,
+                })
+            },
+        ))
+    }
 }
 
 impl CofferService {

@@ -8,6 +8,7 @@ use super::convert::run_message;
 use crate::config::{JobConfig, SourceConfig};
 use crate::engine::Engine;
 use crate::error::Error;
+use crate::run::{RunKind, RunStatus};
 
 /// Next fire time of a job's schedule, as Unix seconds (0 when manual).
 pub fn next_run_at(job: &JobConfig) -> i64 {
@@ -24,7 +25,10 @@ pub fn status(engine: &Engine, started_at: DateTime<Utc>) -> Result<proto::GetSt
     for job in &config.jobs {
         let stats = engine.job_stats(&job.name)?;
         let last_run = engine.last_run(&job.name)?;
+        let last_drill = engine.catalog().last_run(&job.name, RunKind::Drill)?;
         jobs.push(proto::JobStatus {
+            warnings: warnings(engine, &job.name)?,
+            last_drill: last_drill.as_ref().map(run_message),
             name: job.name.clone(),
             last_run: last_run.as_ref().map(run_message),
             next_run_at: next_run_at(job),
@@ -44,6 +48,32 @@ pub fn status(engine: &Engine, started_at: DateTime<Utc>) -> Result<proto::GetSt
         backup_dir: config.daemon.backup_dir.display().to_string(),
         state_dir: config.daemon.state_dir.display().to_string(),
     })
+}
+
+/// What needs the admin's attention about `job` although its backups run (each a
+/// sentence; `cofferctl health` turns them into WARNING): a failed last restore drill,
+/// and entries the newest backup could not store.
+pub fn warnings(engine: &Engine, job: &str) -> Result<Vec<String>, Error> {
+    let mut out = Vec::new();
+    let drill = engine.catalog().last_finished_run(job, RunKind::Drill)?;
+    if let Some(run) = drill.filter(|r| r.status == RunStatus::Failed) {
+        out.push(format!("the last restore drill failed: {}", run.error));
+    }
+    if let Some(newest) = engine.catalog().latest(Some(job))?
+        && newest.summary.totals.skipped > 0
+    {
+        let first = newest
+            .summary
+            .skipped
+            .first()
+            .map(|s| format!(", e.g. {} ({})", s.path, s.reason))
+            .unwrap_or_default();
+        out.push(format!(
+            "the newest backup {} could not store {} media entries{first}; see cofferctl show {}",
+            newest.id, newest.summary.totals.skipped, newest.id
+        ));
+    }
+    Ok(out)
 }
 
 /// The configured jobs.
@@ -70,6 +100,13 @@ pub fn jobs(engine: &Engine) -> proto::ListJobsResponse {
             catch_up: j.catch_up,
             next_run_at: next_run_at(j),
             retention: j.retention.summary(),
+            drill_schedule: j
+                .drill
+                .schedule
+                .as_ref()
+                .map_or_else(|| "manual".to_owned(), |s| s.expr().to_owned()),
+            drill_checks: j.drill.checks.clone(),
+            exclude: j.exclude.patterns().to_vec(),
         })
         .collect();
     proto::ListJobsResponse { jobs }

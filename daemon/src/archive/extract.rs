@@ -6,13 +6,15 @@
 //! entries before they get here), symlinks are restored as links, and modes (without
 //! setuid/setgid) and mtimes are applied — directories last, deepest first.
 
+use std::ffi::OsStr;
 use std::fs::File;
 use std::io::Read;
+use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
 use super::{ArchiveError, Expected, FoundEntry, Visitor, copy_large, read_archive};
-use crate::manifest::EntryKind;
+use crate::manifest::{EntryKind, unescape};
 
 /// Where each part of an archive is extracted; `None` skips that part.
 #[derive(Debug, Clone, Default)]
@@ -27,13 +29,15 @@ impl Layout {
     /// The destination of an archive path, or `None` if that part is not extracted.
     /// Paths were checked by the reader (relative, no `..`), so joining is safe.
     fn target(&self, path: &str) -> Option<PathBuf> {
-        let mut parts = path.splitn(3, '/');
+        let bytes = unescape(path).ok()?;
+        let mut parts = bytes.splitn(3, |b| *b == b'/');
         match (parts.next(), parts.next(), parts.next()) {
-            (Some("db"), Some(_), None) => self.db.clone(),
-            (Some("media"), Some(n), rest) => {
-                let root = self.media.get(n.parse::<usize>().ok()?)?.as_ref()?;
+            (Some(b"db"), Some(_), None) => self.db.clone(),
+            (Some(b"media"), Some(n), rest) => {
+                let n: usize = std::str::from_utf8(n).ok()?.parse().ok()?;
+                let root = self.media.get(n)?.as_ref()?;
                 Some(match rest {
-                    Some(rest) => root.join(rest),
+                    Some(rest) => root.join(OsStr::from_bytes(rest)),
                     None => root.clone(),
                 })
             }
@@ -122,8 +126,12 @@ impl Visitor for Extractor<'_> {
                 self.dirs.push((dest, entry.mode, entry.mtime));
             }
             EntryKind::Symlink => {
-                let target = entry.target.as_deref().unwrap_or_default();
-                std::os::unix::fs::symlink(target, &dest).map_err(write_err(&dest))?;
+                // The link itself, whatever it points to; nothing is written through it
+                // (the reader refuses entries beneath a link).
+                let target = unescape(entry.target.as_deref().unwrap_or_default()).map_err(|e| {
+                    ArchiveError::Invalid(format!("symlink '{}' has a bad target: {e}", entry.path))
+                })?;
+                std::os::unix::fs::symlink(OsStr::from_bytes(&target), &dest).map_err(write_err(&dest))?;
             }
         }
         Ok(())

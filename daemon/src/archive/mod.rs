@@ -27,7 +27,7 @@ use std::path::PathBuf;
 
 pub use extract::{Extractor, Layout};
 pub use hash::{HashingReader, HashingWriter, hash_file, hex};
-pub use reader::{Expected, FoundEntry, HashOnly, Visitor, read_archive};
+pub use reader::{Expected, FoundEntry, HashOnly, Visitor, read_archive, read_followed};
 pub use writer::ArchiveWriter;
 
 /// Read and write size for file contents: large enough that syscalls do not matter.

@@ -13,7 +13,7 @@ use std::io::{self, Read};
 use std::path::Path;
 
 use super::{ArchiveError, HashingReader, copy_large, invalid};
-use crate::manifest::{self, Entry, EntryKind, MANIFEST_PATH, Manifest, symlink_stays_inside};
+use crate::manifest::{self, Entry, EntryKind, MANIFEST_PATH, Manifest, escape};
 
 /// The largest `manifest.json` the reader accepts (a manifest of a million entries is
 /// about 250 MiB; anything larger is hostile).
@@ -55,8 +55,8 @@ pub struct Expected<'a> {
 }
 
 /// Reads the archive at `path` in one streaming pass, checking everything the module
-/// doc lists, and hands each entry to `visitor`. `progress` gets the uncompressed
-/// bytes of entries read so far (the sidecar's `totals.bytes` is the total). Returns
+/// doc lists, and hands each entry to `visitor`. `progress` gets the archive's
+/// bytes read so far (its size is the total). Returns
 /// the archive's manifest, its size and its sha256.
 pub fn read_archive(
     path: &Path,
@@ -78,8 +78,56 @@ pub fn read_archive(
             )));
         }
     }
-    let mut hashing = HashingReader::new(io::BufReader::with_capacity(1 << 20, file));
-    let mut pass = Pass::new(expected.as_ref());
+    let (manifest, size, sha256, seen) = read_stream(file, expected.as_ref(), visitor, progress, cancelled)?;
+    if let Some(exp) = &expected {
+        if &manifest != exp.manifest {
+            return Err(invalid("manifest.json differs from the backup's sidecar"));
+        }
+        if sha256 != exp.sha256 {
+            return Err(invalid(format!(
+                "its sha256 is {sha256} but its sidecar says {}",
+                exp.sha256
+            )));
+        }
+    }
+    check_all_listed(&manifest, &seen)?;
+    Ok((manifest, size, sha256))
+}
+
+/// Reads an archive arriving through `reader` (a file, or a [`crate::fsutil::Follower`]
+/// of one being written) in one streaming pass and checks that its manifest lists
+/// exactly the entries it holds, with their hashes: what [`read_archive`] does
+/// without a sidecar.
+pub fn read_followed(
+    reader: impl Read,
+    cancelled: &dyn Fn() -> bool,
+) -> Result<(Manifest, u64, String), ArchiveError> {
+    let (manifest, size, sha256, seen) = read_stream(reader, None, &mut HashOnly, &mut |_| {}, cancelled)?;
+    check_all_listed(&manifest, &seen)?;
+    Ok((manifest, size, sha256))
+}
+
+/// The pass shared by [`read_archive`] and [`read_followed`]: the manifest, the
+/// archive's size and sha256, and every entry seen with its content's sha256.
+type PassResult = (Manifest, u64, String, Vec<(FoundEntry, String)>);
+
+fn read_stream(
+    reader: impl io::Read,
+    expected: Option<&Expected<'_>>,
+    visitor: &mut dyn Visitor,
+    progress: &mut dyn FnMut(u64),
+    cancelled: &dyn Fn() -> bool,
+) -> Result<PassResult, ArchiveError> {
+    // Progress is the archive's own bytes read: its size is always known (uploads
+    // included), where the content's total is only known from a sidecar.
+    let read = std::rc::Rc::new(std::cell::Cell::new(0u64));
+    let counted = Counted {
+        inner: reader,
+        read: read.clone(),
+    };
+    let mut hashing = HashingReader::new(io::BufReader::with_capacity(1 << 20, counted));
+    let progress = &mut |_content: u64| progress(read.get());
+    let mut pass = Pass::new(expected);
     {
         let decoder = zstd::stream::read::Decoder::new(&mut hashing).map_err(ArchiveError::Read)?;
         let mut archive = tar::Archive::new(decoder);
@@ -98,19 +146,21 @@ pub fn read_archive(
     io::copy(&mut hashing, &mut io::sink()).map_err(ArchiveError::Read)?;
     let (size, sha256) = hashing.finish();
     let (manifest, seen) = pass.finish()?;
-    if let Some(exp) = &expected {
-        if &manifest != exp.manifest {
-            return Err(invalid("manifest.json differs from the backup's sidecar"));
-        }
-        if sha256 != exp.sha256 {
-            return Err(invalid(format!(
-                "its sha256 is {sha256} but its sidecar says {}",
-                exp.sha256
-            )));
-        }
+    Ok((manifest, size, sha256, seen))
+}
+
+/// Counts the bytes read through it.
+struct Counted<R> {
+    inner: R,
+    read: std::rc::Rc<std::cell::Cell<u64>>,
+}
+
+impl<R: io::Read> io::Read for Counted<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.read.set(self.read.get() + n as u64);
+        Ok(n)
     }
-    check_all_listed(&manifest, &seen)?;
-    Ok((manifest, size, sha256))
 }
 
 /// The state of one pass over an archive's entries.
@@ -198,8 +248,12 @@ impl<'a> Pass<'a> {
     /// The entry as checked from its header (path, type, place, link target); `None`
     /// for the manifest, which is kept for [`Pass::finish`].
     fn found<R: Read>(&mut self, entry: &mut tar::Entry<'_, R>) -> Result<Option<FoundEntry>, ArchiveError> {
-        let path = String::from_utf8(entry.path_bytes().into_owned())
-            .map_err(|_| invalid("an entry's path is not valid UTF-8"))?;
+        let mut raw = entry.path_bytes().into_owned();
+        // A directory's name may end in '/'.
+        while raw.len() > 1 && raw.ends_with(b"/") {
+            raw.pop();
+        }
+        let path = escape(&raw);
         if self.manifest_bytes.is_some() {
             return Err(invalid(format!(
                 "entry '{}' follows the manifest",
@@ -218,7 +272,6 @@ impl<'a> Pass<'a> {
             return Ok(None);
         }
         manifest::check_entry_path(&path, usize::MAX).map_err(invalid)?;
-        let path = path.trim_end_matches('/').to_owned();
         if !self.seen_paths.insert(path.clone()) {
             return Err(invalid(format!("entry '{}' appears twice", path.escape_debug())));
         }
@@ -285,26 +338,19 @@ fn entry_kind(entry_type: tar::EntryType, path: &str) -> Result<EntryKind, Archi
     }
 }
 
-/// A symlink entry's target, which must resolve inside its media directory.
+/// A symlink entry's target (any target: a link is restored as a link and never
+/// followed; only media directories hold links).
 fn symlink_target<R: Read>(entry: &tar::Entry<'_, R>, path: &str) -> Result<String, ArchiveError> {
     let link = entry
         .link_name_bytes()
         .ok_or_else(|| invalid(format!("symlink '{}' has no target", path.escape_debug())))?;
-    let link = String::from_utf8(link.into_owned()).map_err(|_| {
-        invalid(format!(
-            "symlink '{}' has a target that is not UTF-8",
-            path.escape_debug()
-        ))
-    })?;
-    let depth = path.split('/').count().saturating_sub(3);
-    if !path.starts_with("media/") || !symlink_stays_inside(depth, &link) {
+    if !path.starts_with("media/") || link.is_empty() || link.contains(&0) {
         return Err(invalid(format!(
-            "symlink '{}' points outside its directory ('{}')",
-            path.escape_debug(),
-            link.escape_debug()
+            "symlink '{}' is not a link a backup can hold",
+            path.escape_debug()
         )));
     }
-    Ok(link)
+    Ok(escape(&link))
 }
 
 fn read_error(e: io::Error) -> ArchiveError {

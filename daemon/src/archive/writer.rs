@@ -8,14 +8,21 @@
 
 use std::fs::{File, Metadata};
 use std::io::{self, Read};
+use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 use tokio_util::sync::CancellationToken;
 
 use super::{ArchiveError, HashingReader, HashingWriter, IO_BUFFER};
-use crate::fsutil::StreamedFile;
-use crate::manifest::{Entry, EntryKind, MANIFEST_PATH, Manifest, Totals};
+use crate::fsutil::{Front, StreamedFile};
+use crate::manifest::{Entry, EntryKind, MANIFEST_PATH, Manifest, Totals, escape};
+
+/// A raw archive path as a `Path` (bytes on Unix; the tar crate writes them as they
+/// are, with a GNU long-name entry when needed).
+fn os_path(bytes: &[u8]) -> &Path {
+    Path::new(std::ffi::OsStr::from_bytes(bytes))
+}
 
 /// Bytes per zstd worker job (see [`ArchiveWriter::new`]).
 const ZSTD_JOB_SIZE: u32 = 2 << 20;
@@ -40,9 +47,29 @@ impl ArchiveWriter {
         workers: u32,
         cancel: CancellationToken,
     ) -> Result<Self, ArchiveError> {
-        let mut encoder =
-            zstd::stream::write::Encoder::new(HashingWriter::new(StreamedFile::new(file)), level)
-                .map_err(ArchiveError::Write)?;
+        Self::with_file(StreamedFile::new(file), level, workers, cancel)
+    }
+
+    /// Starts an archive that a [`crate::fsutil::Follower`] of `front` can read while
+    /// it is written (verification as the archive is written).
+    pub fn followed(
+        file: File,
+        front: Front,
+        level: i32,
+        workers: u32,
+        cancel: CancellationToken,
+    ) -> Result<Self, ArchiveError> {
+        Self::with_file(StreamedFile::new(file).followed(front), level, workers, cancel)
+    }
+
+    fn with_file(
+        file: StreamedFile,
+        level: i32,
+        workers: u32,
+        cancel: CancellationToken,
+    ) -> Result<Self, ArchiveError> {
+        let mut encoder = zstd::stream::write::Encoder::new(HashingWriter::new(file), level)
+            .map_err(ArchiveError::Write)?;
         encoder.include_checksum(true).map_err(ArchiveError::Write)?;
         if workers > 1 {
             encoder.multithread(workers).map_err(ArchiveError::Write)?;
@@ -85,7 +112,7 @@ impl ArchiveWriter {
     /// and calls `progress` with the bytes added.
     pub fn add_file(
         &mut self,
-        archive_path: &str,
+        archive_path: &[u8],
         fs_path: &Path,
         metadata: &Metadata,
         progress: &mut dyn FnMut(u64),
@@ -110,7 +137,7 @@ impl ArchiveWriter {
     /// owner and mtime of `metadata`, hashing them on the way.
     pub fn add_stream(
         &mut self,
-        archive_path: &str,
+        archive_path: &[u8],
         reader: &mut dyn Read,
         size: u64,
         metadata: &Metadata,
@@ -123,7 +150,7 @@ impl ArchiveWriter {
         };
         let mut header = Self::header(tar::EntryType::Regular, metadata, size);
         self.tar
-            .append_data(&mut header, archive_path, &mut reader)
+            .append_data(&mut header, os_path(archive_path), &mut reader)
             .map_err(|e| {
                 if self.cancel.is_cancelled() {
                     ArchiveError::Cancelled
@@ -134,13 +161,13 @@ impl ArchiveWriter {
         let (got, sha256) = reader.inner.finish();
         if got != size {
             return Err(ArchiveError::Changed {
-                path: PathBuf::from(archive_path),
+                path: PathBuf::from(os_path(archive_path)),
                 expected: size,
                 got,
             });
         }
         self.push(Entry {
-            path: archive_path.to_owned(),
+            path: escape(archive_path),
             kind: EntryKind::File,
             size,
             sha256,
@@ -152,13 +179,13 @@ impl ArchiveWriter {
     }
 
     /// Adds a directory entry.
-    pub fn add_dir(&mut self, archive_path: &str, metadata: &Metadata) -> Result<(), ArchiveError> {
+    pub fn add_dir(&mut self, archive_path: &[u8], metadata: &Metadata) -> Result<(), ArchiveError> {
         let mut header = Self::header(tar::EntryType::Directory, metadata, 0);
         self.tar
-            .append_data(&mut header, archive_path, io::empty())
+            .append_data(&mut header, os_path(archive_path), io::empty())
             .map_err(ArchiveError::Write)?;
         self.push(Entry {
-            path: archive_path.to_owned(),
+            path: escape(archive_path),
             kind: EntryKind::Dir,
             size: 0,
             sha256: String::new(),
@@ -172,29 +199,31 @@ impl ArchiveWriter {
     /// Adds a symlink entry pointing at `target` (stored, never followed).
     pub fn add_symlink(
         &mut self,
-        archive_path: &str,
-        target: &str,
+        archive_path: &[u8],
+        target: &[u8],
         metadata: &Metadata,
     ) -> Result<(), ArchiveError> {
         let mut header = Self::header(tar::EntryType::Symlink, metadata, 0);
         self.tar
-            .append_link(&mut header, archive_path, target)
+            .append_link(&mut header, os_path(archive_path), os_path(target))
             .map_err(ArchiveError::Write)?;
         self.push(Entry {
-            path: archive_path.to_owned(),
+            path: escape(archive_path),
             kind: EntryKind::Symlink,
             size: 0,
             sha256: String::new(),
             mode: metadata.mode() & 0o7777,
             mtime: metadata.mtime().max(0),
-            target: Some(target.to_owned()),
+            target: Some(escape(target)),
         });
         Ok(())
     }
 
-    /// Notes entries left out, for the manifest's totals.
-    pub fn count_skipped(&mut self, n: u64) {
-        self.totals.skipped += n;
+    /// Notes media entries that could not be archived and those excluded on purpose,
+    /// for the manifest's totals.
+    pub fn count_left_out(&mut self, skipped: u64, excluded: u64) {
+        self.totals.skipped += skipped;
+        self.totals.excluded += excluded;
     }
 
     /// Writes `manifest` (with the entries and totals filled in) as the last entry,
@@ -266,6 +295,7 @@ mod tests {
             }),
             media_roots: vec!["/x/media".into()],
             entries: Vec::new(),
+            skipped: Vec::new(),
             totals: Totals::default(),
         }
     }
@@ -282,15 +312,15 @@ mod tests {
             ArchiveWriter::new(File::create(&out).unwrap(), 3, 2, CancellationToken::new()).unwrap();
         let mut added = 0;
         writer
-            .add_file("db/app.db", &db, &std::fs::metadata(&db).unwrap(), &mut |n| {
+            .add_file(b"db/app.db", &db, &std::fs::metadata(&db).unwrap(), &mut |n| {
                 added += n
             })
             .unwrap();
         writer
-            .add_dir("media/0", &std::fs::metadata(&media).unwrap())
+            .add_dir(b"media/0", &std::fs::metadata(&media).unwrap())
             .unwrap();
         let link_meta = std::fs::metadata(&media).unwrap();
-        writer.add_symlink("media/0/link", "x", &link_meta).unwrap();
+        writer.add_symlink(b"media/0/link", b"x", &link_meta).unwrap();
         let (manifest, size, sha) = writer.finish(manifest()).unwrap();
         assert_eq!(added, 100_000);
         assert_eq!(manifest.totals.files, 1);
@@ -317,7 +347,7 @@ mod tests {
         let mut writer =
             ArchiveWriter::new(File::create(&out).unwrap(), 3, 1, CancellationToken::new()).unwrap();
         let err = writer
-            .add_file("media/0/grows.bin", &file, &meta_bigger, &mut |_| {})
+            .add_file(b"media/0/grows.bin", &file, &meta_bigger, &mut |_| {})
             .unwrap_err();
         assert!(
             matches!(
@@ -343,7 +373,7 @@ mod tests {
         let out = dir.path().join("a.tar.zst");
         let mut writer = ArchiveWriter::new(File::create(&out).unwrap(), 3, 1, cancel).unwrap();
         let err = writer
-            .add_file("db/f", &file, &std::fs::metadata(&file).unwrap(), &mut |_| {})
+            .add_file(b"db/f", &file, &std::fs::metadata(&file).unwrap(), &mut |_| {})
             .unwrap_err();
         assert!(matches!(err, ArchiveError::Cancelled), "{err}");
     }

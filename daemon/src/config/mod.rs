@@ -15,6 +15,10 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+pub mod drill;
+
+pub use drill::DrillConfig;
+
 use crate::policy::retention::Policy;
 use crate::policy::schedule::Schedule;
 
@@ -127,6 +131,8 @@ pub struct JobConfig {
     pub name: String,
     pub source: SourceConfig,
     pub media: Vec<PathBuf>,
+    /// What is left out of the media on purpose.
+    pub exclude: crate::policy::exclude::Exclude,
     /// `None` when the job runs on demand only.
     pub schedule: Option<Schedule>,
     pub timezone: chrono_tz::Tz,
@@ -137,6 +143,8 @@ pub struct JobConfig {
     pub catch_up: bool,
     pub retention: Policy,
     pub hooks: Hooks,
+    /// Restore drills (`[job.drill]`).
+    pub drill: DrillConfig,
 }
 
 /// `[job.hooks]`: argv arrays run without a shell.
@@ -233,6 +241,8 @@ struct RawJob {
     database: PathBuf,
     #[serde(default)]
     media: Vec<PathBuf>,
+    #[serde(default)]
+    exclude: Vec<String>,
     schedule: Option<String>,
     timezone: Option<String>,
     compression_level: Option<i32>,
@@ -246,6 +256,8 @@ struct RawJob {
     retention: RawRetention,
     #[serde(default)]
     hooks: RawHooks,
+    #[serde(default)]
+    drill: drill::RawDrill,
 }
 
 #[derive(Deserialize, Default)]
@@ -504,9 +516,14 @@ impl Validator<'_> {
         }
         let retention = self.retention(&key("retention"), raw.retention)?;
         let hooks = self.hooks(&key("hooks"), raw.hooks)?;
+        let exclude =
+            crate::policy::exclude::Exclude::new(&raw.exclude).map_err(|e| self.err(key("exclude"), e))?;
+        let drill = self.drill(&name, raw.drill, timezone_name)?;
         Ok(JobConfig {
+            drill,
             source,
             media,
+            exclude,
             schedule,
             timezone,
             compression_level,

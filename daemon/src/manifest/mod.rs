@@ -20,7 +20,7 @@ pub mod v1;
 
 use serde::{Deserialize, Serialize};
 
-pub use paths::{MANIFEST_PATH, check_entry_path, is_sha256_hex, symlink_stays_inside};
+pub use paths::{MANIFEST_PATH, check_entry_path, escape, is_sha256_hex, symlink_stays_inside, unescape};
 pub use sidecar::Sidecar;
 
 /// The manifest format this build writes.
@@ -55,7 +55,23 @@ pub struct Manifest {
     pub source: SourceInfo,
     pub media_roots: Vec<String>,
     pub entries: Vec<Entry>,
+    /// The first [`MAX_SKIPPED_LISTED`] media entries that could not be archived
+    /// (sockets, fifos, devices); `totals.skipped` counts them all. Version 2.
+    pub skipped: Vec<SkippedEntry>,
     pub totals: Totals,
+}
+
+/// How many skipped entries a manifest names (the count is always complete).
+pub const MAX_SKIPPED_LISTED: usize = 20;
+
+/// A media entry that could not be archived, and why.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct SkippedEntry {
+    /// The path it would have had in the archive (escaped like entry paths).
+    pub path: String,
+    /// "socket", "fifo", "block device" or "character device".
+    pub reason: String,
 }
 
 /// What the database part of an archive was taken from, by kind.
@@ -125,9 +141,16 @@ pub struct Totals {
     pub symlinks: u64,
     /// Bytes of all regular files, uncompressed.
     pub bytes: u64,
-    /// Media entries left out (sockets, devices, names that are not UTF-8).
+    /// Media entries that could not be archived (sockets, fifos, devices).
     #[serde(default)]
     pub skipped: u64,
+    /// Media entries left out on purpose by the job's `exclude` globs. Version 2.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub excluded: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 impl Totals {
@@ -193,6 +216,12 @@ impl Manifest {
         if databases != 1 {
             return Err(format!("manifest lists {databases} database files; expected 1"));
         }
+        if self.skipped.len() > MAX_SKIPPED_LISTED || self.skipped.len() as u64 > self.totals.skipped {
+            return Err("manifest lists more skipped entries than it counts".into());
+        }
+        for s in &self.skipped {
+            check_entry_path(&s.path, self.media_roots.len())?;
+        }
         Ok(())
     }
 }
@@ -225,6 +254,9 @@ pub struct RawManifest {
     source: RawSource,
     media_roots: Vec<String>,
     entries: Vec<Entry>,
+    /// Version 2 and later.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    skipped: Vec<SkippedEntry>,
     totals: Totals,
 }
 
@@ -266,6 +298,7 @@ impl TryFrom<RawManifest> for Manifest {
             source,
             media_roots: raw.media_roots,
             entries: raw.entries,
+            skipped: raw.skipped,
             totals: raw.totals,
         })
     }
@@ -292,6 +325,7 @@ impl From<Manifest> for RawManifest {
             source,
             media_roots: m.media_roots,
             entries: m.entries,
+            skipped: m.skipped,
             totals: m.totals,
         }
     }

@@ -16,15 +16,18 @@ use chrono::{DateTime, Utc};
 use coffer_common::ids;
 
 use super::{Ctx, verify};
-use crate::archive::ArchiveWriter;
+use crate::archive::{self, ArchiveWriter};
 use crate::catalog::BackupRecord;
 use crate::config::JobConfig;
 use crate::error::Error;
 use crate::fsutil::Cleanup;
+use crate::fsutil::{Follower, Front};
 use crate::hooks::{self, HookEvent};
-use crate::manifest::{ArchiveKind, FORMAT_VERSION, Manifest, Sidecar, SourceInfo, Totals};
+use crate::manifest::{
+    ArchiveKind, FORMAT_VERSION, MAX_SKIPPED_LISTED, Manifest, Sidecar, SkippedEntry, SourceInfo, Totals,
+};
 use crate::run::{Event, Phase, Progress};
-use crate::source::{self, MediaOrder, Source, SourceError, media};
+use crate::source::{self, MediaOrder, Source, SourceError, Step, media};
 use crate::store::BackupPaths;
 
 /// Bytes between two progress reports while archiving.
@@ -73,7 +76,12 @@ pub struct Archived {
     manifest: Manifest,
     size: u64,
     sha256: String,
+    /// The outcome of reading it back while it was written (verify-after-backup).
+    written_check: Option<Result<(), Error>>,
 }
+
+/// The thread reading an archive back as it is written.
+type Verifier = std::thread::JoinHandle<Result<(Manifest, u64, String), crate::archive::ArchiveError>>;
 
 /// One backup in progress.
 pub struct BackupRun<'a> {
@@ -92,8 +100,11 @@ pub struct BackupRun<'a> {
     done: u64,
     total: u64,
     reported: u64,
-    /// Media entries left out.
-    skipped: u64,
+    /// Media entries that could not be archived (the first few named) and those
+    /// left out by `exclude`.
+    skipped: Vec<SkippedEntry>,
+    skipped_count: u64,
+    excluded: u64,
 }
 
 impl<'a> BackupRun<'a> {
@@ -134,7 +145,9 @@ impl<'a> BackupRun<'a> {
             done: 0,
             total: estimate.archive,
             reported: 0,
-            skipped: 0,
+            skipped: Vec::new(),
+            skipped_count: 0,
+            excluded: 0,
         })
     }
 
@@ -160,13 +173,7 @@ impl<'a> BackupRun<'a> {
     pub fn write(&mut self, progress: Progress<'_>) -> Result<Archived, Error> {
         let (partial, file) = self.ctx.store.create_partial(&self.paths)?;
         self.cleanup.add(&partial);
-        let mut writer = ArchiveWriter::new(
-            file,
-            self.job.compression_level,
-            self.ctx.host.workers,
-            self.ctx.cancel.clone(),
-        )
-        .map_err(Error::archive(self.archive_context()))?;
+        let (mut writer, verifier) = self.writer(&partial, file)?;
 
         progress(Event::new(
             Phase::Snapshot,
@@ -191,10 +198,13 @@ impl<'a> BackupRun<'a> {
         let base = self.done;
         let context = self.archive_context();
         let info: SourceInfo = snapshot
-            .archive(&mut writer, &mut |done, total| {
-                self.total = self.total.max(base + total);
-                let n = base + done - self.done;
-                self.tick(n, progress);
+            .archive(&mut writer, &mut |step| match step {
+                Step::Copying { done, total } => progress(Event::bytes(Phase::Snapshot, done, total)),
+                Step::Archived { done, total } => {
+                    self.total = self.total.max(base + total);
+                    let n = base + done - self.done;
+                    self.tick(n, progress);
+                }
             })
             .map_err(|e| match e {
                 SourceError::Archive(e) => Error::archive(context)(e),
@@ -207,7 +217,7 @@ impl<'a> BackupRun<'a> {
             return Err(Error::Cancelled);
         }
         let db_ms = (db_clock.elapsed().as_millis() as u64).saturating_sub(media_ms);
-        writer.count_skipped(self.skipped);
+        writer.count_left_out(self.skipped_count, self.excluded);
         let manifest = Manifest {
             format_version: FORMAT_VERSION,
             kind: ArchiveKind::Backup,
@@ -219,11 +229,13 @@ impl<'a> BackupRun<'a> {
             source: info,
             media_roots: self.job.media.iter().map(|p| p.display().to_string()).collect(),
             entries: Vec::new(),
+            skipped: std::mem::take(&mut self.skipped),
             totals: Totals::default(),
         };
         let (manifest, size, sha256) = writer
             .finish(manifest)
             .map_err(Error::archive(self.archive_context()))?;
+        let written_check = verifier.map(|v| self.check_written(v, &manifest, size, &sha256));
         tracing::info!(
             job = self.job.name,
             id = self.id,
@@ -237,7 +249,64 @@ impl<'a> BackupRun<'a> {
             manifest,
             size,
             sha256,
+            written_check,
         })
+    }
+
+    /// The archive writer; with `verify-after-backup` it is followed by a verifier
+    /// thread that reads the archive back from the file as it is written (see
+    /// [`Self::check_written`]), so verification costs no pass of its own afterwards.
+    fn writer(
+        &self,
+        partial: &std::path::Path,
+        file: std::fs::File,
+    ) -> Result<(ArchiveWriter, Option<Verifier>), Error> {
+        let (level, workers, cancel) = (
+            self.job.compression_level,
+            self.ctx.host.workers,
+            self.ctx.cancel.clone(),
+        );
+        let context = self.archive_context();
+        if !self.job.verify_after_backup {
+            let writer = ArchiveWriter::new(file, level, workers, cancel).map_err(Error::archive(context))?;
+            return Ok((writer, None));
+        }
+        let front = Front::default();
+        let follower =
+            Follower::open(partial, front.clone()).map_err(Error::io("cannot read back", partial))?;
+        let writer = ArchiveWriter::followed(file, front, level, workers, cancel.clone())
+            .map_err(Error::archive(context))?;
+        let verifier = std::thread::Builder::new()
+            .name("coffer-verify".into())
+            .spawn(move || archive::read_followed(follower, &|| cancel.is_cancelled()))
+            .map_err(Error::io("cannot start the verifier for", partial))?;
+        Ok((writer, Some(verifier)))
+    }
+
+    /// What the verifier read back — every entry against the manifest it found, with
+    /// each content's sha256, and the file's own size and sha256 — must be exactly
+    /// what the writer wrote: the same checks as `verify`, on the same bytes.
+    fn check_written(
+        &self,
+        verifier: Verifier,
+        manifest: &Manifest,
+        size: u64,
+        sha256: &str,
+    ) -> Result<(), Error> {
+        let context = format!("backup {} failed verification", self.id);
+        let read = verifier
+            .join()
+            .map_err(|_| Error::Internal("the verifier thread panicked".into()))?
+            .map_err(Error::archive(context.clone()))?;
+        if (&read.0, read.1, read.2.as_str()) != (manifest, size, sha256) {
+            return Err(Error::Archive {
+                context,
+                source: crate::archive::ArchiveError::Invalid(
+                    "what was read back differs from what was written".into(),
+                ),
+            });
+        }
+        Ok(())
     }
 
     /// Walks the job's media directories and adds them to the archive; called only
@@ -248,15 +317,26 @@ impl<'a> BackupRun<'a> {
         progress(Event::new(Phase::Media, "walking media directories"));
         let mut walked = Vec::with_capacity(self.job.media.len());
         for (index, root) in self.job.media.iter().enumerate() {
-            let (items, left_out) = media::walk_media(index, root).map_err(Error::archive(format!(
-                "cannot read media directory {}",
-                root.display()
-            )))?;
-            for s in &left_out {
-                tracing::warn!(job = self.job.name, path = %s.path.display(), "not backed up: {}", s.why);
+            let found = media::walk_media(index, root, &self.job.exclude).map_err(Error::archive(
+                format!("cannot read media directory {}", root.display()),
+            ))?;
+            for s in &found.skipped {
+                tracing::warn!(
+                    job = self.job.name,
+                    path = s.path,
+                    "not backed up: it is a {}",
+                    s.reason
+                );
             }
-            self.skipped += left_out.len() as u64;
-            walked.push(items);
+            self.skipped_count += found.skipped.len() as u64;
+            self.excluded += found.excluded;
+            let room = MAX_SKIPPED_LISTED.saturating_sub(self.skipped.len());
+            self.skipped
+                .extend(found.skipped.into_iter().take(room).map(|s| SkippedEntry {
+                    path: s.path,
+                    reason: s.reason.to_owned(),
+                }));
+            walked.push(found.items);
         }
         let media_bytes: u64 = walked
             .iter()
@@ -310,9 +390,21 @@ impl<'a> BackupRun<'a> {
         ctx.catalog.insert_backup(&sidecar)?;
 
         if self.job.verify_after_backup {
-            progress(Event::new(Phase::Verify, "verifying the new archive"));
             let record = ctx.get(&self.id)?;
-            if let Err(e) = verify::verify(ctx, &record, false, progress) {
+            let verified = match archived.written_check {
+                Some(written) => {
+                    progress(Event::new(
+                        Phase::Verify,
+                        "read back and checked while it was written",
+                    ));
+                    verify::confirm_written(ctx, &record, written)
+                }
+                None => {
+                    progress(Event::new(Phase::Verify, "verifying the new archive"));
+                    verify::verify(ctx, &record, false, progress).map(drop)
+                }
+            };
+            if let Err(e) = verified {
                 // The files go (Cleanup); a row that cannot be dropped now (full disk)
                 // is dropped by reconcile at the next start, its archive being gone.
                 if let Err(drop) = ctx.catalog.remove_backup(&self.id) {
@@ -368,8 +460,12 @@ mod tests {
             let t = TestCtx::new(&db, &[media], &format!("snapshot-method = \"{method}\""));
             let ctx = t.ctx();
             let job = ctx.job("app").unwrap();
-            let mut phases = Vec::new();
-            let record = take(&ctx, job, "note", false, &mut |e: Event| phases.push(e.phase)).unwrap();
+            let mut events = Vec::new();
+            let record = take(&ctx, job, "note", false, &mut |e: Event| events.push(e)).unwrap();
+            let phases: Vec<Phase> = events.iter().map(|e| e.phase).collect();
+            // The archive phase counts real bytes up to its total.
+            let last = events.iter().rfind(|e| e.phase == Phase::Archive).unwrap();
+            assert!(last.total > 0 && last.done == last.total, "{method}: {last:?}");
             assert_eq!(record.note, "note");
             assert!(record.verified_at > 0, "{method}: verify-after-backup recorded");
             assert_eq!(record.summary.totals.files, 2, "{method}: db + one media file");

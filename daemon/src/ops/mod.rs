@@ -8,6 +8,7 @@
 //! - [`restore`]: to a directory, or in place with safety backup, swap and journal.
 //! - [`upload`] / [`download`]: archives in and out.
 //! - [`prune`]: retention; [`delete`]: delete, pin and unpin.
+//! - [`drill`]: restore drills with the job's SQL checks.
 //!
 //! Dependencies run one way: `ops` uses the layers below (source, archive, manifest,
 //! store, catalog, policy) and never the engine or the API.
@@ -15,6 +16,7 @@
 pub mod backup;
 pub mod delete;
 pub mod download;
+pub mod drill;
 pub mod prune;
 pub mod restore;
 pub mod upload;

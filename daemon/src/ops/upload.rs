@@ -33,6 +33,9 @@ pub fn catalog_upload(
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
     let stage = Stage::new(ctx, &format!("upload-{name}"))?;
+    let size = std::fs::metadata(partial)
+        .map_err(Error::io("cannot read the upload", partial))?
+        .len();
     // The database is the only entry written; everything else is hashed only.
     let (manifest, size, sha256) = extract_checked(
         ctx,
@@ -41,7 +44,7 @@ pub fn catalog_upload(
         &stage.database_only(),
         "the uploaded archive was rejected",
         Phase::Verify,
-        0,
+        size,
         progress,
     )?;
     let filed_under = job.filter(|j| *j != manifest.job).map(str::to_owned);

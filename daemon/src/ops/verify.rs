@@ -121,7 +121,7 @@ pub fn verify(
         let sidecar = load_sidecar(ctx, record)?;
         let path = ctx.store.paths(&record.job, &record.id).archive;
         let context = format!("backup {} failed verification", record.id);
-        let total = sidecar.manifest.totals.bytes;
+        let total = sidecar.size;
         if deep {
             let stage = Stage::new(ctx, &format!("verify-{}", record.id))?;
             extract_checked(
@@ -151,24 +151,39 @@ pub fn verify(
             deep,
         })
     })();
-    let verdict = match &result {
-        Ok(_) => "ok".to_owned(),
-        Err(Error::Cancelled) => return result,
+    record_verdict(ctx, record, result.as_ref().map(drop));
+    result
+}
+
+/// Records a verification's verdict ("ok" or the error sentence) and counts failures.
+/// The verdict stands even when the catalog cannot record it (a full disk): the
+/// archive was read either way, and failing here would make verify-after-backup
+/// throw away a good backup.
+pub(crate) fn record_verdict(ctx: &Ctx, record: &BackupRecord, result: Result<(), &Error>) {
+    let verdict = match result {
+        Ok(()) => "ok".to_owned(),
+        Err(Error::Cancelled) => return,
         Err(e) => {
             ctx.counters
                 .count(|c| *c.verify_failures.entry(record.job.clone()).or_default() += 1);
             e.describe()
         }
     };
-    // The verdict stands even when the catalog cannot record it (a full disk): the
-    // archive was read either way, and failing here would make verify-after-backup
-    // throw away a good backup.
     if let Err(e) = ctx
         .catalog
         .set_verified(&record.id, Utc::now().timestamp(), &verdict)
     {
         tracing::warn!(id = record.id, "cannot record the verification result: {e}");
     }
+}
+
+/// Completes verify-after-backup for a new backup whose archive was already read back
+/// and checked while it was written (`written`: that check's outcome, see
+/// `BackupRun::write`): its sidecar is read from disk and checked against the catalog
+/// — what a separate `verify` of it would add — and the verdict recorded.
+pub fn confirm_written(ctx: &Ctx, record: &BackupRecord, written: Result<(), Error>) -> Result<(), Error> {
+    let result = written.and_then(|()| load_sidecar(ctx, record).map(drop));
+    record_verdict(ctx, record, result.as_ref().map(|_| ()));
     result
 }
 
@@ -195,8 +210,14 @@ mod tests {
     fn shallow_and_deep_verification_pass_and_are_recorded() {
         let (_src, t, record) = backed_up();
         let ctx = t.ctx();
-        let v = verify(&ctx, &record, false, &mut |_| {}).unwrap();
+        let mut last = None;
+        let v = verify(&ctx, &record, false, &mut |e| last = Some(e)).unwrap();
         assert!(!v.deep && v.entries == 1);
+        let last = last.unwrap();
+        assert_eq!(
+            (last.phase, last.done, last.total),
+            (Phase::Verify, record.size, record.size)
+        );
         let v = verify(&ctx, &record, true, &mut |_| {}).unwrap();
         assert!(v.deep);
         assert_eq!(ctx.get(&record.id).unwrap().verify_result, "ok");

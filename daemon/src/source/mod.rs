@@ -107,6 +107,14 @@ pub enum MediaOrder {
     AfterDatabase,
 }
 
+/// How far a snapshot has got, in bytes: the copy (or dump) being made, then its
+/// entries being added to the archive. `total` is the best estimate known.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Step {
+    Copying { done: u64, total: u64 },
+    Archived { done: u64, total: u64 },
+}
+
 /// A job's database, by kind.
 pub trait Source: Send + Sync {
     /// What the snapshot phase names, e.g. "database /var/lib/app/app.db".
@@ -141,13 +149,12 @@ pub trait Snapshot: Send {
         0
     }
 
-    /// Finishes the snapshot, checks it, and adds its entries to `writer`;
-    /// `progress` gets (bytes added, bytes this snapshot will add in all). Returns the
-    /// facts the manifest records.
+    /// Finishes the snapshot, checks it, and adds its entries to `writer`,
+    /// reporting each [`Step`]. Returns the facts the manifest records.
     fn archive(
         self: Box<Self>,
         writer: &mut ArchiveWriter,
-        progress: &mut dyn FnMut(u64, u64),
+        progress: &mut dyn FnMut(Step),
     ) -> Result<SourceInfo, SourceError>;
 }
 

@@ -17,6 +17,10 @@
 //! - [`access`]: who may do what over the socket (uids, groups; root only).
 //! - [`monitoring`]: health with an external gRPC client, metrics through a real
 //!   Prometheus parser, the audit log.
+//! - [`drill`]: restore drills with SQL checks: pass, fail (health WARNING, metrics),
+//!   damaged archives, schedules; live data never touched.
+//! - [`leftout`]: names that are not UTF-8 and any symlinks round-trip byte-exact;
+//!   what cannot be stored (a fifo) is shown by backup, show, health, metrics.
 //! - [`hooks`]: hook commands, their environment, failures and timeouts.
 //! - [`restore`]: in-place and `--to` restores, one part only, failures that change
 //!   nothing (hook, database in use, rolled-back swap, no `--yes`), restore hooks.
@@ -47,9 +51,11 @@ mod consistency;
 mod corruption;
 mod daemon_ops;
 mod disk;
+mod drill;
 mod errors;
 mod hooks;
 mod hostile;
+mod leftout;
 mod monitoring;
 mod restore;
 mod retention;

@@ -102,7 +102,7 @@ pub fn restore(
         &layout,
         &format!("backup {} failed verification", record.id),
         Phase::Extract,
-        sidecar.manifest.totals.bytes,
+        sidecar.size,
         progress,
     )?;
     if ctx.cancel.is_cancelled() {

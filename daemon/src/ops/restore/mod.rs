@@ -88,7 +88,7 @@ pub fn restore(
 }
 
 /// The file name of the database in a manifest (`db/<name>`).
-fn db_name(sidecar: &Sidecar) -> String {
+pub(crate) fn db_name(sidecar: &Sidecar) -> String {
     sidecar
         .manifest
         .database_entry()
@@ -153,7 +153,7 @@ fn restore_to(
     // No SQLite check here: every byte was just checked against the manifest's
     // sha256, so the database is identical to the snapshot that passed quick_check
     // when it was taken (`verify --deep` runs SQLite's own checks on demand).
-    let mut report = |done| progress(Event::bytes(Phase::Extract, done, sidecar.manifest.totals.bytes));
+    let mut report = |done| progress(Event::bytes(Phase::Extract, done, sidecar.size));
     archive::extract::extract(
         &ctx.store.paths(&record.job, &record.id).archive,
         Some(verify::expected(&sidecar)),

@@ -25,7 +25,7 @@ use tokio_util::sync::CancellationToken;
 pub use check::check;
 pub use snapshot::{PageStream, Started, probe, sqlite_version, vacuum_into};
 
-use super::{Estimate, MediaOrder, Snapshot, Source, SourceError};
+use super::{Estimate, MediaOrder, Snapshot, Source, SourceError, Step};
 use crate::archive::{ArchiveError, ArchiveWriter};
 use crate::config::{SnapshotMethod, SqliteConfig};
 use crate::manifest::{SourceInfo, SqliteInfo};
@@ -118,6 +118,7 @@ impl Source for SqliteSource {
                 };
                 Ok(Box::new(VacuumSnapshot {
                     entry: self.entry(),
+                    expected: database_size(&self.config.path),
                     copy,
                     cancel: cancel.clone(),
                     started,
@@ -141,6 +142,8 @@ impl Source for SqliteSource {
 /// A `VACUUM INTO` copy being made on its own thread.
 struct VacuumSnapshot {
     entry: String,
+    /// What the copy will be at most (database + WAL), for progress.
+    expected: u64,
     copy: PathBuf,
     cancel: CancellationToken,
     started: Started,
@@ -185,8 +188,22 @@ impl Snapshot for VacuumSnapshot {
     fn archive(
         mut self: Box<Self>,
         writer: &mut ArchiveWriter,
-        progress: &mut dyn FnMut(u64, u64),
+        progress: &mut dyn FnMut(Step),
     ) -> Result<SourceInfo, SourceError> {
+        // While SQLite copies, the copy's size is the progress (a few times a second;
+        // the end of the copy is noticed within milliseconds).
+        let mut reported: Option<std::time::Instant> = None;
+        while self.thread.as_ref().is_some_and(|t| !t.is_finished()) {
+            if reported.is_none_or(|at| at.elapsed() >= std::time::Duration::from_millis(250)) {
+                let done = std::fs::metadata(&self.copy).map_or(0, |m| m.len());
+                progress(Step::Copying {
+                    done,
+                    total: self.expected.max(done),
+                });
+                reported = Some(std::time::Instant::now());
+            }
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
         let info = self.join()?;
         if self.cancel.is_cancelled() {
             return Err(SourceError::Cancelled {
@@ -201,9 +218,9 @@ impl Snapshot for VacuumSnapshot {
         // idling a core between the two; the archive is only committed after it passed.
         std::thread::scope(|scope| -> Result<(), SourceError> {
             let checked = scope.spawn(|| check(&self.copy, false));
-            let added = writer.add_file(&self.entry, &self.copy, &meta, &mut |n| {
+            let added = writer.add_file(self.entry.as_bytes(), &self.copy, &meta, &mut |n| {
                 done += n;
-                progress(done, total);
+                progress(Step::Archived { done, total });
             });
             checked.join().map_err(|_| SourceError::Read {
                 path: self.copy.clone(),
@@ -237,7 +254,7 @@ impl Snapshot for PageSnapshot {
     fn archive(
         self: Box<Self>,
         writer: &mut ArchiveWriter,
-        progress: &mut dyn FnMut(u64, u64),
+        progress: &mut dyn FnMut(Step),
     ) -> Result<SourceInfo, SourceError> {
         let stream = self.stream;
         // Mode, owner and mtime of the live file (a stat, not an open).
@@ -252,13 +269,15 @@ impl Snapshot for PageSnapshot {
         let mut done = 0;
         let mut tick = |n: u64| {
             done += n;
-            progress(done, size);
+            progress(Step::Archived { done, total: size });
         };
         if info.journal_mode == "wal" {
             // Writers do not wait for readers: check and stream in the transaction.
             stream.check()?;
             stream
-                .with_reader(|reader| writer.add_stream(&self.entry, reader, size, &meta, &mut tick))?
+                .with_reader(|reader| {
+                    writer.add_stream(self.entry.as_bytes(), reader, size, &meta, &mut tick)
+                })?
                 .map_err(|e| match e {
                     ArchiveError::Write(e) if e.kind() == std::io::ErrorKind::Other => page_err(e),
                     e => SourceError::Archive(e),
@@ -285,7 +304,7 @@ impl Snapshot for PageSnapshot {
                 .map_err(SourceError::io("cannot read the snapshot", &self.copy))?;
             let mut reader = std::io::BufReader::with_capacity(1 << 20, file);
             writer
-                .add_stream(&self.entry, &mut reader, size, &meta, &mut tick)
+                .add_stream(self.entry.as_bytes(), &mut reader, size, &meta, &mut tick)
                 .map_err(SourceError::Archive)?;
         }
         Ok(SourceInfo::Sqlite(info))
