@@ -97,20 +97,12 @@ impl Catalog {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ops::backup;
     use crate::ops::testing::TestCtx;
-    use crate::source::sqlite::test_db::make_db;
 
     #[test]
     fn a_lost_catalog_is_rebuilt_and_strays_are_handled() {
-        let src = tempfile::tempdir().unwrap();
-        let db = src.path().join("app.db");
-        make_db(&db, false);
-        let t = TestCtx::new(&db, &[], "verify-after-backup = false");
-        let ctx = t.ctx();
-        let job = ctx.job("app").unwrap();
-        let kept = backup::take(&ctx, job, "", false, &mut |_| {}).unwrap();
-        let gone = backup::take(&ctx, job, "", false, &mut |_| {}).unwrap();
+        let (_src, t) = TestCtx::app("verify-after-backup = false");
+        let (kept, gone) = (t.backup(), t.backup());
 
         // A fresh catalog finds the backups again.
         let fresh = Catalog::open(&t.dir_path().join("fresh.db")).unwrap();
@@ -135,12 +127,8 @@ mod tests {
 
     #[test]
     fn an_archive_without_a_valid_sidecar_is_left_alone() {
-        let src = tempfile::tempdir().unwrap();
-        let db = src.path().join("app.db");
-        make_db(&db, false);
-        let t = TestCtx::new(&db, &[], "verify-after-backup = false");
-        let ctx = t.ctx();
-        let record = backup::take(&ctx, ctx.job("app").unwrap(), "", false, &mut |_| {}).unwrap();
+        let (_src, t) = TestCtx::app("verify-after-backup = false");
+        let record = t.backup();
         let paths = t.store.paths("app", &record.id);
         std::fs::write(&paths.sidecar, b"not json").unwrap();
         let fresh = Catalog::open(&t.dir_path().join("fresh.db")).unwrap();

@@ -42,18 +42,13 @@ pub fn set_protected(ctx: &Ctx, id_text: &str, protected: bool) -> Result<Backup
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ops::backup;
     use crate::ops::testing::TestCtx;
-    use crate::source::sqlite::test_db::make_db;
 
     #[test]
     fn pinned_backups_refuse_deletion_and_keep_the_pin_in_the_sidecar() {
-        let src = tempfile::tempdir().unwrap();
-        let db = src.path().join("app.db");
-        make_db(&db, false);
-        let t = TestCtx::new(&db, &[], "verify-after-backup = false");
+        let (_src, t) = TestCtx::app("verify-after-backup = false");
+        let record = t.backup();
         let ctx = t.ctx();
-        let record = backup::take(&ctx, ctx.job("app").unwrap(), "", false, &mut |_| {}).unwrap();
         set_protected(&ctx, &record.id, true).unwrap();
         assert!(ctx.store.read_sidecar("app", &record.id).unwrap().protected);
         let err = delete(&ctx, &record.id).unwrap_err();

@@ -216,6 +216,22 @@ pub(crate) mod testing {
             }
         }
 
+        /// A small database (`test_db::make_db`, WAL, no media) backed up by job
+        /// `app` with `job_extra`; the database's directory comes back too.
+        pub fn app(job_extra: &str) -> (tempfile::TempDir, TestCtx) {
+            let src = tempfile::tempdir().unwrap();
+            let db = src.path().join("app.db");
+            crate::source::sqlite::test_db::make_db(&db, true);
+            let t = TestCtx::new(&db, &[], job_extra);
+            (src, t)
+        }
+
+        /// A backup of job `app`.
+        pub fn backup(&self) -> BackupRecord {
+            let ctx = self.ctx();
+            super::backup::take(&ctx, ctx.job("app").unwrap(), "", false, &mut |_| {}).unwrap()
+        }
+
         /// The temporary directory holding state and backups.
         pub fn dir_path(&self) -> &Path {
             self._dir.path()

@@ -190,19 +190,11 @@ pub fn confirm_written(ctx: &Ctx, record: &BackupRecord, written: Result<(), Err
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ops::backup;
     use crate::ops::testing::TestCtx;
-    use crate::source::sqlite::test_db::make_db;
 
     fn backed_up() -> (tempfile::TempDir, TestCtx, BackupRecord) {
-        let src = tempfile::tempdir().unwrap();
-        let db = src.path().join("app.db");
-        make_db(&db, true);
-        let t = TestCtx::new(&db, &[], "verify-after-backup = false");
-        let record = {
-            let ctx = t.ctx();
-            backup::take(&ctx, ctx.job("app").unwrap(), "", false, &mut |_| {}).unwrap()
-        };
+        let (src, t) = TestCtx::app("verify-after-backup = false");
+        let record = t.backup();
         (src, t, record)
     }
 
