@@ -45,6 +45,7 @@ pub mod ops;
 pub mod policy;
 pub mod run;
 pub mod scheduler;
+pub mod selective;
 pub mod server;
 pub mod source;
 pub mod store;
