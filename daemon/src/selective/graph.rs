@@ -13,7 +13,7 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use rusqlite::Connection;
 
 use crate::selective::profile::ExportProfile;
-use crate::selective::sql::{TableKind, TableSchema, display_name, load_table};
+use crate::selective::sql::{DeclaredForeignKey, TableKind, TableSchema, display_name, load_table};
 
 /// Errors resolving a profile against a schema.
 #[derive(Debug, thiserror::Error)]
@@ -210,8 +210,21 @@ pub fn resolve(conn: &Connection, profile: &ExportProfile) -> Result<Graph, Grap
         profile_tables.push(schema.name.clone());
         tables.insert(schema.name.to_ascii_lowercase(), schema);
     }
+    let references = profile_references(conn, profile)?;
+    let mut edges = walk(conn, profile, &references, &mut tables)?;
+    edges.retain(|e| {
+        tables.contains_key(&e.child.to_ascii_lowercase())
+            && tables.contains_key(&e.parent.to_ascii_lowercase())
+    });
+    Ok(Graph {
+        tables,
+        profile_tables,
+        edges,
+    })
+}
 
-    // Profile references must name real tables and columns whatever else happens.
+/// The profile's `references` as edges; each must name real tables and columns.
+fn profile_references(conn: &Connection, profile: &ExportProfile) -> Result<Vec<Edge>, GraphError> {
     let mut references = Vec::new();
     for r in &profile.references {
         let text = format!(
@@ -250,16 +263,24 @@ pub fn resolve(conn: &Connection, profile: &ExportProfile) -> Result<Graph, Grap
             origin: EdgeOrigin::Profile,
         });
     }
+    Ok(references)
+}
 
-    // Walk child -> parent. Without follow-foreign-keys the walk stops at once,
-    // but edges among the profile's own tables still count (for import renames).
+/// Walks child -> parent from the tables already in `tables`, returning every edge
+/// seen. Without follow-foreign-keys the walk adds no table, but edges among the
+/// profile's own tables still count (for import renames).
+fn walk(
+    conn: &Connection,
+    profile: &ExportProfile,
+    references: &[Edge],
+    tables: &mut BTreeMap<String, TableSchema>,
+) -> Result<Vec<Edge>, GraphError> {
     let mut queue: VecDeque<String> = tables.keys().cloned().collect();
     let mut edges = Vec::new();
     while let Some(key) = queue.pop_front() {
         let Some(child) = tables.get(&key).cloned() else {
             continue;
         };
-        let mut out: Vec<Edge> = Vec::new();
         for fk in &child.foreign_keys {
             let Some(parent) = (match tables.get(&fk.parent_table.to_ascii_lowercase()) {
                 Some(p) => Some(p.clone()),
@@ -268,28 +289,10 @@ pub fn resolve(conn: &Connection, profile: &ExportProfile) -> Result<Graph, Grap
                 // A dangling REFERENCES clause: SQLite ignores it, so do we.
                 continue;
             };
-            let parent_columns: Vec<String> = if fk.parent_columns.is_empty() {
-                parent
-                    .pk
-                    .iter()
-                    .map(|&i| parent.columns[i].name.clone())
-                    .collect()
-            } else {
-                fk.parent_columns
-                    .iter()
-                    .filter_map(|c| parent.column_index(c).map(|i| parent.columns[i].name.clone()))
-                    .collect()
-            };
-            if parent_columns.len() != fk.child_columns.len() {
+            let Some(edge) = declared_edge(&child, fk, &parent) else {
                 continue;
-            }
-            out.push(Edge {
-                child: child.name.clone(),
-                child_columns: fk.child_columns.clone(),
-                parent: parent.name.clone(),
-                parent_columns,
-                origin: EdgeOrigin::Declared,
-            });
+            };
+            edges.push(edge);
             if profile.follow_foreign_keys && !tables.contains_key(&parent.name.to_ascii_lowercase()) {
                 queue.push_back(parent.name.to_ascii_lowercase());
                 tables.insert(parent.name.to_ascii_lowercase(), parent);
@@ -299,7 +302,7 @@ pub fn resolve(conn: &Connection, profile: &ExportProfile) -> Result<Graph, Grap
             .iter()
             .filter(|r| r.child.eq_ignore_ascii_case(&child.name))
         {
-            out.push(r.clone());
+            edges.push(r.clone());
             let key = r.parent.to_ascii_lowercase();
             if profile.follow_foreign_keys
                 && !tables.contains_key(&key)
@@ -309,15 +312,30 @@ pub fn resolve(conn: &Connection, profile: &ExportProfile) -> Result<Graph, Grap
                 queue.push_back(key);
             }
         }
-        edges.extend(out);
     }
-    edges.retain(|e| {
-        tables.contains_key(&e.child.to_ascii_lowercase())
-            && tables.contains_key(&e.parent.to_ascii_lowercase())
-    });
-    Ok(Graph {
-        tables,
-        profile_tables,
-        edges,
+    Ok(edges)
+}
+
+/// The edge of a declared foreign key (a clause naming no columns means the
+/// parent's primary key); `None` when its columns do not line up.
+fn declared_edge(child: &TableSchema, fk: &DeclaredForeignKey, parent: &TableSchema) -> Option<Edge> {
+    let parent_columns: Vec<String> = if fk.parent_columns.is_empty() {
+        parent
+            .pk
+            .iter()
+            .map(|&i| parent.columns[i].name.clone())
+            .collect()
+    } else {
+        fk.parent_columns
+            .iter()
+            .filter_map(|c| parent.column_index(c).map(|i| parent.columns[i].name.clone()))
+            .collect()
+    };
+    (parent_columns.len() == fk.child_columns.len()).then(|| Edge {
+        child: child.name.clone(),
+        child_columns: fk.child_columns.clone(),
+        parent: parent.name.clone(),
+        parent_columns,
+        origin: EdgeOrigin::Declared,
     })
 }

@@ -400,21 +400,7 @@ pub fn plan_media_import(
     policy: ConflictPolicy,
     cancelled: &dyn Fn() -> bool,
 ) -> Result<MediaPlan, MediaError> {
-    // New parameter values for renamed keys, for path rewriting.
-    let mut new_params = params.clone();
-    for (p, fate) in fates {
-        if let ParamFate::Renamed { to } = fate {
-            // A renamed key becomes a path segment: it must be as safe as the
-            // parameter values themselves.
-            if let Some(reason) = crate::selective::profile::path_component_problem(to) {
-                return Err(MediaError::Destination {
-                    path: format!("{{{p}}} = {}", crate::selective::sql::display_name(to)),
-                    reason: format!("the renamed key {reason}"),
-                });
-            }
-            new_params = new_params.with(p, to.clone());
-        }
-    }
+    let new_params = renamed_params(params, fates)?;
     let patterns = profile
         .media_include
         .iter()
@@ -427,8 +413,16 @@ pub fn plan_media_import(
                 })
         })
         .collect::<Result<Vec<_>, _>>()?;
-
-    let mut planned: BTreeSet<(usize, PathBuf)> = BTreeSet::new();
+    let mut planner = MediaPlanner {
+        roots,
+        profile,
+        params,
+        new_params: &new_params,
+        fates,
+        policy,
+        patterns: &patterns,
+        planned: BTreeSet::new(),
+    };
     let mut out = Vec::new();
     let mut sorted: Vec<&ImportedMedia> = files.iter().collect();
     sorted.sort_by(|a, b| (a.root, &a.rel).cmp(&(b.root, &b.rel)));
@@ -436,22 +430,64 @@ pub fn plan_media_import(
         if cancelled() {
             return Err(MediaError::Cancelled);
         }
+        out.push(planner.plan_file(f)?);
+    }
+    Ok(MediaPlan { files: out })
+}
+
+/// The export's parameters with every renamed key replaced by its new value, for
+/// rewriting paths. A new key becomes a path segment, so it must be as safe as the
+/// parameter values themselves.
+fn renamed_params(
+    params: &ParamValues,
+    fates: &BTreeMap<String, ParamFate>,
+) -> Result<ParamValues, MediaError> {
+    let mut new_params = params.clone();
+    for (p, fate) in fates {
+        if let ParamFate::Renamed { to } = fate {
+            if let Some(reason) = crate::selective::profile::path_component_problem(to) {
+                return Err(MediaError::Destination {
+                    path: format!("{{{p}}} = {}", crate::selective::sql::display_name(to)),
+                    reason: format!("the renamed key {reason}"),
+                });
+            }
+            new_params = new_params.with(p, to.clone());
+        }
+    }
+    Ok(new_params)
+}
+
+/// What [`plan_media_import`] decides file by file, and what it has placed so far.
+struct MediaPlanner<'a> {
+    roots: &'a [PathBuf],
+    profile: &'a ExportProfile,
+    params: &'a ParamValues,
+    new_params: &'a ParamValues,
+    fates: &'a BTreeMap<String, ParamFate>,
+    policy: ConflictPolicy,
+    patterns: &'a [(&'a crate::selective::profile::MediaPattern, globset::GlobMatcher)],
+    /// Destinations this import writes or keeps.
+    planned: BTreeSet<(usize, PathBuf)>,
+}
+
+impl MediaPlanner<'_> {
+    fn plan_file(&mut self, f: &ImportedMedia) -> Result<MediaFilePlan, MediaError> {
         let shown = f.rel.to_string_lossy().into_owned();
         if !is_plain_relative(&f.rel) {
             return Err(MediaError::UnsafePath {
                 path: crate::selective::sql::display_name(&shown),
             });
         }
-        let Some(root) = roots.get(f.root) else {
+        let Some(root) = self.roots.get(f.root) else {
             return Err(MediaError::UnknownRoot {
                 root: f.root,
-                roots: roots.len(),
+                roots: self.roots.len(),
             });
         };
-        let Some((pattern, _)) = patterns.iter().find(|(_, m)| m.is_match(&f.rel)) else {
+        let Some((pattern, _)) = self.patterns.iter().find(|(_, m)| m.is_match(&f.rel)) else {
             return Err(MediaError::NotSelected {
                 path: crate::selective::sql::display_name(&shown),
-                profile: profile.name.clone(),
+                profile: self.profile.name.clone(),
             });
         };
         let size = fs::symlink_metadata(&f.staged)
@@ -460,37 +496,14 @@ pub fn plan_media_import(
                 source,
             })?
             .len();
-        let skip_reason = pattern.params().iter().find_map(|p| match fates.get(p) {
+        let skip_reason = pattern.params().iter().find_map(|p| match self.fates.get(p) {
             Some(ParamFate::Skipped { reason }) => Some(reason.clone()),
             _ => None,
         });
-        // Rewrite the segments that embed a renamed key.
-        let mut dest = f.rel.clone();
-        let rewrites = pattern.segment_rewrites(params, &new_params);
-        if rewrites.iter().any(Option::is_some) {
-            let mut comps: Vec<OsString> = f.rel.iter().map(|c| c.to_os_string()).collect();
-            for (i, rw) in rewrites.iter().enumerate() {
-                if let (Some((old, new)), Some(c)) = (rw, comps.get_mut(i))
-                    && c.as_bytes() == old.as_bytes()
-                {
-                    *c = OsString::from(new);
-                }
-            }
-            dest = comps.iter().collect();
-        }
-
-        let mut plan = MediaFilePlan {
-            root: f.root,
-            rel: f.rel.clone(),
-            dest: dest.clone(),
-            status: MediaStatus::New,
-            action: MediaAction::Write,
-            staged: f.staged.clone(),
-            size,
-        };
+        let dest = self.rewritten(pattern, &f.rel);
         let existing = inspect_destination(root, &dest)?;
-        let taken = planned.contains(&(f.root, dest.clone()));
-        plan.status = match existing {
+        let taken = self.planned.contains(&(f.root, dest.clone()));
+        let status = match existing {
             Existing::Nothing if !taken => MediaStatus::New,
             Existing::File if !taken => {
                 let same =
@@ -506,34 +519,63 @@ pub fn plan_media_import(
             }
             _ => MediaStatus::Conflicting,
         };
-        plan.action = if let Some(reason) = skip_reason {
-            MediaAction::Skip { reason }
-        } else {
-            match (plan.status, policy) {
-                (MediaStatus::New, _) => MediaAction::Write,
-                (MediaStatus::Identical, _) => MediaAction::Keep,
-                (MediaStatus::Conflicting, ConflictPolicy::Skip) => MediaAction::Skip {
-                    reason: "kept the existing file".to_owned(),
-                },
-                (MediaStatus::Conflicting, ConflictPolicy::Overwrite) if !taken => MediaAction::Overwrite,
-                (MediaStatus::Conflicting, ConflictPolicy::Overwrite) => MediaAction::Skip {
-                    reason: "another file of the export goes to the same place".to_owned(),
-                },
-                (MediaStatus::Conflicting, ConflictPolicy::Rename) => {
-                    plan.dest = free_name(root, &dest, f.root, &planned)?;
-                    MediaAction::Write
-                }
-            }
+        let mut plan = MediaFilePlan {
+            root: f.root,
+            rel: f.rel.clone(),
+            dest,
+            status,
+            action: MediaAction::Write,
+            staged: f.staged.clone(),
+            size,
+        };
+        plan.action = match skip_reason {
+            Some(reason) => MediaAction::Skip { reason },
+            None => self.decide(root, &mut plan, taken)?,
         };
         if matches!(
             plan.action,
             MediaAction::Write | MediaAction::Overwrite | MediaAction::Keep
         ) {
-            planned.insert((f.root, plan.dest.clone()));
+            self.planned.insert((f.root, plan.dest.clone()));
         }
-        out.push(plan);
+        Ok(plan)
     }
-    Ok(MediaPlan { files: out })
+
+    /// `rel` with the segments that embed a renamed key rewritten.
+    fn rewritten(&self, pattern: &crate::selective::profile::MediaPattern, rel: &Path) -> PathBuf {
+        let rewrites = pattern.segment_rewrites(self.params, self.new_params);
+        if !rewrites.iter().any(Option::is_some) {
+            return rel.to_path_buf();
+        }
+        let mut comps: Vec<OsString> = rel.iter().map(|c| c.to_os_string()).collect();
+        for (i, rw) in rewrites.iter().enumerate() {
+            if let (Some((old, new)), Some(c)) = (rw, comps.get_mut(i))
+                && c.as_bytes() == old.as_bytes()
+            {
+                *c = OsString::from(new);
+            }
+        }
+        comps.iter().collect()
+    }
+
+    /// The action for a file under the policy (a rename also picks its new name).
+    fn decide(&self, root: &Path, plan: &mut MediaFilePlan, taken: bool) -> Result<MediaAction, MediaError> {
+        Ok(match (plan.status, self.policy) {
+            (MediaStatus::New, _) => MediaAction::Write,
+            (MediaStatus::Identical, _) => MediaAction::Keep,
+            (MediaStatus::Conflicting, ConflictPolicy::Skip) => MediaAction::Skip {
+                reason: "kept the existing file".to_owned(),
+            },
+            (MediaStatus::Conflicting, ConflictPolicy::Overwrite) if !taken => MediaAction::Overwrite,
+            (MediaStatus::Conflicting, ConflictPolicy::Overwrite) => MediaAction::Skip {
+                reason: "another file of the export goes to the same place".to_owned(),
+            },
+            (MediaStatus::Conflicting, ConflictPolicy::Rename) => {
+                plan.dest = free_name(root, &plan.dest, plan.root, &self.planned)?;
+                MediaAction::Write
+            }
+        })
+    }
 }
 
 fn free_name(
@@ -647,9 +689,64 @@ fn undo_all(steps: Vec<Undo>) -> Result<(), MediaError> {
     first_err.map_or(Ok(()), Err)
 }
 
+/// Where one written file of the plan goes, and the names it uses on the way: the
+/// new content is written to `partial` beside `dest`, and a replaced original is
+/// kept as `aside` until the import commits. The names carry the import's `tag`,
+/// so a journal can name them before anything is written.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MediaStep {
+    pub dest: PathBuf,
+    pub partial: PathBuf,
+    pub aside: Option<PathBuf>,
+}
+
+fn step_paths(root: &Path, f: &MediaFilePlan, seq: usize, tag: &str) -> MediaStep {
+    let dest = root.join(&f.dest);
+    let dir = dest.parent().unwrap_or(root).to_path_buf();
+    MediaStep {
+        partial: dir.join(format!(".coffer-import-{tag}-{seq}.partial")),
+        aside: (f.action == MediaAction::Overwrite)
+            .then(|| dir.join(format!(".coffer-import-{tag}-{seq}.orig"))),
+        dest,
+    }
+}
+
+/// What [`apply_media`] will do, before it does it: every file step, and the
+/// directories it will create (those missing now, parents first).
+pub fn planned_changes(
+    plan: &MediaPlan,
+    roots: &[PathBuf],
+    tag: &str,
+) -> Result<(Vec<MediaStep>, Vec<PathBuf>), MediaError> {
+    let mut steps = Vec::new();
+    let mut dirs: Vec<PathBuf> = Vec::new();
+    for (i, f) in plan.files.iter().enumerate() {
+        if !matches!(f.action, MediaAction::Write | MediaAction::Overwrite) {
+            continue;
+        }
+        let Some(root) = roots.get(f.root) else {
+            return Err(MediaError::UnknownRoot {
+                root: f.root,
+                roots: roots.len(),
+            });
+        };
+        let mut dir = root.clone();
+        for c in f.dest.parent().unwrap_or(Path::new("")).components() {
+            dir.push(c);
+            if !dirs.contains(&dir) && fs::symlink_metadata(&dir).is_err() {
+                dirs.push(dir.clone());
+            }
+        }
+        steps.push(step_paths(root, f, i, tag));
+    }
+    Ok((steps, dirs))
+}
+
 /// Writes the plan's files. On any error everything already written is undone
-/// before the error is returned; on success the caller commits or rolls back the
-/// returned transaction together with the database.
+/// before the error is returned (a failed undo is [`MediaError::Rollback`]); on
+/// success the caller commits or rolls back the returned transaction together
+/// with the database. `tag` names the temporary and set-aside files (see
+/// [`planned_changes`]).
 ///
 /// New files and directories get the owner of the media directory (the daemon
 /// runs as root, the app usually does not); a replaced file keeps its owner and
@@ -657,6 +754,7 @@ fn undo_all(steps: Vec<Undo>) -> Result<(), MediaError> {
 pub fn apply_media(
     plan: &MediaPlan,
     roots: &[PathBuf],
+    tag: &str,
     cancelled: &dyn Fn() -> bool,
     progress: &mut dyn FnMut(u64, u64),
 ) -> Result<MediaTxn, MediaError> {
@@ -670,24 +768,31 @@ pub fn apply_media(
         if !matches!(f.action, MediaAction::Write | MediaAction::Overwrite) {
             continue;
         }
-        if cancelled() {
-            return Err(MediaError::Cancelled);
-        }
-        let Some(root) = roots.get(f.root) else {
-            return Err(MediaError::UnknownRoot {
-                root: f.root,
-                roots: roots.len(),
-            });
+        let written = if cancelled() {
+            Err(MediaError::Cancelled)
+        } else {
+            match roots.get(f.root) {
+                Some(root) => write_one(root, f, &step_paths(root, f, i, tag), &mut txn),
+                None => Err(MediaError::UnknownRoot {
+                    root: f.root,
+                    roots: roots.len(),
+                }),
+            }
         };
-        write_one(root, f, i, &mut txn)?;
+        if let Err(e) = written {
+            return Err(match txn.rollback() {
+                Ok(()) => e,
+                Err(undo) => undo,
+            });
+        }
         done += f.size;
         progress(done, total);
     }
     Ok(txn)
 }
 
-fn write_one(root: &Path, f: &MediaFilePlan, seq: usize, txn: &mut MediaTxn) -> Result<(), MediaError> {
-    let dest = root.join(&f.dest);
+fn write_one(root: &Path, f: &MediaFilePlan, step: &MediaStep, txn: &mut MediaTxn) -> Result<(), MediaError> {
+    let dest = step.dest.clone();
     let werr = |source| MediaError::Write {
         path: dest.display().to_string(),
         source,
@@ -735,8 +840,7 @@ fn write_one(root: &Path, f: &MediaFilePlan, seq: usize, txn: &mut MediaTxn) -> 
         });
     }
 
-    let tag = format!(".coffer-import-{}-{seq}", std::process::id());
-    let partial = dir.join(format!("{tag}.partial"));
+    let partial = step.partial.clone();
     let result = (|| -> io::Result<Option<PathBuf>> {
         let mut src = File::open(&f.staged)?;
         let mut out = fs::OpenOptions::new()
@@ -753,7 +857,10 @@ fn write_one(root: &Path, f: &MediaFilePlan, seq: usize, txn: &mut MediaTxn) -> 
         out.sync_all()?;
         drop(out);
         let aside = if existing.is_some() {
-            let aside = dir.join(format!("{tag}.orig"));
+            let aside = step
+                .aside
+                .clone()
+                .ok_or_else(|| io::Error::other("no name to set the original aside"))?;
             fs::rename(&dest, &aside)?;
             if let Err(e) = fs::rename(&partial, &dest) {
                 let _ = fs::rename(&aside, &dest);

@@ -126,11 +126,53 @@ pub fn export_database(
         None
     };
     let graph = graph::resolve(src, profile)?;
-
     // Every condition is checked (and its rows counted) before anything is written.
-    let mut base_total = 0u64;
+    let base_total = count_selected(src, &graph, profile, params)?;
+    let dst = create_output(out)?;
+    copy_schema(src, &dst, &graph)?;
+
+    let mut done = 0u64;
+    let mut total = base_total;
+    let mut base_rows: BTreeMap<String, u64> = BTreeMap::new();
     for table in &graph.profile_tables {
-        let sql = format!("SELECT count(*) FROM ({})", select_sql(&graph, profile, table)?);
+        let sql = select_sql(&graph, profile, table)?;
+        let mut stmt = prepare_condition(src, profile, table, &sql)?;
+        bind_params(&mut stmt, profile, table, params)?;
+        let n = copy_rows(&mut stmt, &dst, &graph, table, cancelled, &mut |k| {
+            done += k;
+            progress(done, total);
+        })?;
+        *base_rows.entry(table.clone()).or_default() += n;
+    }
+    let dangling = if profile.follow_foreign_keys {
+        follow_all(src, &dst, &graph, cancelled, &mut |added| {
+            total += added;
+            done += added;
+            progress(done, total);
+        })?
+    } else {
+        0
+    };
+    let summary = summarize(&dst, &graph, &base_rows, dangling)?;
+    let out_err = |source| SelectError::Output {
+        path: out.display().to_string(),
+        source,
+    };
+    dst.execute_batch("COMMIT").map_err(out_err)?;
+    dst.close().map_err(|(_, e)| out_err(e))?;
+    Ok(summary)
+}
+
+/// Prepares every profile condition and counts the rows it selects.
+fn count_selected(
+    src: &Connection,
+    graph: &Graph,
+    profile: &ExportProfile,
+    params: &ParamValues,
+) -> Result<u64, SelectError> {
+    let mut total = 0u64;
+    for table in &graph.profile_tables {
+        let sql = format!("SELECT count(*) FROM ({})", select_sql(graph, profile, table)?);
         let mut stmt = prepare_condition(src, profile, table, &sql)?;
         bind_params(&mut stmt, profile, table, params)?;
         let rerr = |source| SelectError::Read {
@@ -142,9 +184,13 @@ pub fn export_database(
             Some(r) => r.get(0).map_err(rerr)?,
             None => 0,
         };
-        base_total += u64::try_from(n).unwrap_or(0);
+        total += u64::try_from(n).unwrap_or(0);
     }
+    Ok(total)
+}
 
+/// Creates the export database at `out` (which must not exist) inside a transaction.
+fn create_output(out: &Path) -> Result<Connection, SelectError> {
     if out.exists() {
         return Err(SelectError::OutputExists {
             path: out.display().to_string(),
@@ -167,46 +213,44 @@ pub fn export_database(
         "PRAGMA foreign_keys = OFF; PRAGMA journal_mode = OFF; PRAGMA synchronous = OFF; BEGIN",
     )
     .map_err(out_err)?;
+    Ok(dst)
+}
 
-    copy_schema(src, &dst, &graph)?;
-
-    let mut done = 0u64;
-    let mut total = base_total;
-    let mut base_rows: BTreeMap<String, u64> = BTreeMap::new();
-    for table in &graph.profile_tables {
-        let sql = select_sql(&graph, profile, table)?;
-        let mut stmt = prepare_condition(src, profile, table, &sql)?;
-        bind_params(&mut stmt, profile, table, params)?;
-        let n = copy_rows(&mut stmt, &dst, &graph, table, cancelled, &mut |k| {
-            done += k;
-            progress(done, total);
-        })?;
-        *base_rows.entry(table.clone()).or_default() += n;
-    }
-
-    let mut dangling = 0;
-    if profile.follow_foreign_keys {
-        loop {
-            let mut added = 0;
-            let mut missing_this_pass = 0;
-            for edge in &graph.edges {
-                if cancelled() {
-                    return Err(SelectError::Cancelled);
-                }
-                let (a, m) = follow_edge(src, &dst, &graph, edge)?;
-                added += a;
-                missing_this_pass += m;
-                total += a;
-                done += a;
-                progress(done, total);
+/// Adds parent rows until a pass over every reference adds nothing (chains are
+/// followed transitively, cycles end). `added` gets the rows of each step; returns
+/// the references whose parent the source does not have.
+fn follow_all(
+    src: &Connection,
+    dst: &Connection,
+    graph: &Graph,
+    cancelled: &dyn Fn() -> bool,
+    added: &mut dyn FnMut(u64),
+) -> Result<u64, SelectError> {
+    loop {
+        let mut added_this_pass = 0;
+        let mut missing_this_pass = 0;
+        for edge in &graph.edges {
+            if cancelled() {
+                return Err(SelectError::Cancelled);
             }
-            if added == 0 {
-                dangling = missing_this_pass;
-                break;
-            }
+            let (a, m) = follow_edge(src, dst, graph, edge)?;
+            added_this_pass += a;
+            missing_this_pass += m;
+            added(a);
+        }
+        if added_this_pass == 0 {
+            return Ok(missing_this_pass);
         }
     }
+}
 
+/// Row counts of the export database.
+fn summarize(
+    dst: &Connection,
+    graph: &Graph,
+    base_rows: &BTreeMap<String, u64>,
+    dangling: u64,
+) -> Result<ExportSummary, SelectError> {
     let mut summary = ExportSummary {
         dangling_references: dangling,
         ..ExportSummary::default()
@@ -229,8 +273,6 @@ pub fn export_database(
             summary.followed.insert(schema.name.clone(), n - base);
         }
     }
-    dst.execute_batch("COMMIT").map_err(out_err)?;
-    dst.close().map_err(|(_, e)| out_err(e))?;
     Ok(summary)
 }
 

@@ -298,60 +298,94 @@ pub fn load_table(conn: &Connection, name: &str) -> rusqlite::Result<Option<Tabl
         )
         .optional()?
         .is_some_and(|wr| wr != 0);
-
-    let mut columns = Vec::new();
-    {
-        let mut stmt =
-            conn.prepare("SELECT name, type, pk, hidden FROM pragma_table_xinfo(?1, 'main') ORDER BY cid")?;
-        let mut rows = stmt.query(params![name])?;
-        while let Some(r) = rows.next()? {
-            let hidden: i64 = r.get(3)?;
-            let pk: i64 = r.get(2)?;
-            columns.push(Column {
-                name: r.get(0)?,
-                decl_type: r.get::<_, Option<String>>(1)?.unwrap_or_default(),
-                pk: u32::try_from(pk).unwrap_or(0),
-                generated: hidden == 2 || hidden == 3,
-            });
-        }
-    }
+    let columns = load_columns(conn, &name)?;
     let mut pk: Vec<usize> = (0..columns.len()).filter(|&i| columns[i].pk > 0).collect();
     pk.sort_by_key(|&i| columns[i].pk);
-
-    // Indexes: which ones are unique, complete and over plain columns.
-    struct Index {
-        name: String,
-        unique: bool,
-        origin: String,
-        partial: bool,
-    }
-    let mut indexes = Vec::new();
-    if kind == TableKind::Table {
-        let mut stmt = conn.prepare(
-            "SELECT name, \"unique\", origin, partial FROM pragma_index_list(?1, 'main') ORDER BY name",
-        )?;
-        let mut rows = stmt.query(params![name])?;
-        while let Some(r) = rows.next()? {
-            indexes.push(Index {
-                name: r.get(0)?,
-                unique: r.get::<_, i64>(1)? != 0,
-                origin: r.get(2)?,
-                partial: r.get::<_, i64>(3)? != 0,
-            });
-        }
-    }
+    let indexes = if kind == TableKind::Table {
+        load_indexes(conn, &name)?
+    } else {
+        Vec::new()
+    };
     let has_pk_index = indexes.iter().any(|i| i.origin == "pk");
     let rowid_alias = if !without_rowid && pk.len() == 1 && !has_pk_index && kind == TableKind::Table {
         Some(pk[0])
     } else {
         None
     };
+    let unique_keys = load_unique_keys(conn, &columns, &pk, &indexes)?;
+    let foreign_keys = if kind == TableKind::Table {
+        load_foreign_keys(conn, &name)?
+    } else {
+        Vec::new()
+    };
+    Ok(Some(TableSchema {
+        name,
+        kind,
+        without_rowid,
+        columns,
+        pk,
+        rowid_alias,
+        unique_keys,
+        foreign_keys,
+    }))
+}
 
+/// All columns of a table, generated ones included, in declaration order.
+fn load_columns(conn: &Connection, table: &str) -> rusqlite::Result<Vec<Column>> {
+    let mut columns = Vec::new();
+    let mut stmt =
+        conn.prepare("SELECT name, type, pk, hidden FROM pragma_table_xinfo(?1, 'main') ORDER BY cid")?;
+    let mut rows = stmt.query(params![table])?;
+    while let Some(r) = rows.next()? {
+        let hidden: i64 = r.get(3)?;
+        let pk: i64 = r.get(2)?;
+        columns.push(Column {
+            name: r.get(0)?,
+            decl_type: r.get::<_, Option<String>>(1)?.unwrap_or_default(),
+            pk: u32::try_from(pk).unwrap_or(0),
+            generated: hidden == 2 || hidden == 3,
+        });
+    }
+    Ok(columns)
+}
+
+/// One index of a table, as `pragma_index_list` reports it.
+struct Index {
+    name: String,
+    unique: bool,
+    origin: String,
+    partial: bool,
+}
+
+fn load_indexes(conn: &Connection, table: &str) -> rusqlite::Result<Vec<Index>> {
+    let mut indexes = Vec::new();
+    let mut stmt = conn.prepare(
+        "SELECT name, \"unique\", origin, partial FROM pragma_index_list(?1, 'main') ORDER BY name",
+    )?;
+    let mut rows = stmt.query(params![table])?;
+    while let Some(r) = rows.next()? {
+        indexes.push(Index {
+            name: r.get(0)?,
+            unique: r.get::<_, i64>(1)? != 0,
+            origin: r.get(2)?,
+            partial: r.get::<_, i64>(3)? != 0,
+        });
+    }
+    Ok(indexes)
+}
+
+/// The primary key, then every complete UNIQUE index over plain columns.
+fn load_unique_keys(
+    conn: &Connection,
+    columns: &[Column],
+    pk: &[usize],
+    indexes: &[Index],
+) -> rusqlite::Result<Vec<UniqueKey>> {
     let mut unique_keys = Vec::new();
     if !pk.is_empty() {
         unique_keys.push(UniqueKey {
             name: "primary key".to_owned(),
-            columns: pk.clone(),
+            columns: pk.to_vec(),
             collations: vec![None; pk.len()],
             primary: true,
         });
@@ -365,12 +399,11 @@ pub fn load_table(conn: &Connection, name: &str) -> rusqlite::Result<Option<Tabl
         let info: Vec<(i64, Option<String>)> = stmt
             .query_map(params![index.name], |r| Ok((r.get(0)?, r.get(1)?)))?
             .collect::<rusqlite::Result<_>>()?;
-        let cids: Vec<i64> = info.iter().map(|(c, _)| *c).collect();
         // cid -2 is an expression, -1 the rowid: such keys cannot be compared by
         // column values, so they are left to SQLite's own constraint check.
-        let Some(cols) = cids
+        let Some(cols) = info
             .iter()
-            .map(|&c| usize::try_from(c).ok().filter(|&c| c < columns.len()))
+            .map(|(c, _)| usize::try_from(*c).ok().filter(|&c| c < columns.len()))
             .collect::<Option<Vec<usize>>>()
         else {
             continue;
@@ -385,44 +418,36 @@ pub fn load_table(conn: &Connection, name: &str) -> rusqlite::Result<Option<Tabl
             primary: false,
         });
     }
+    Ok(unique_keys)
+}
 
+/// The declared `REFERENCES` clauses of a table, one per foreign key.
+fn load_foreign_keys(conn: &Connection, table: &str) -> rusqlite::Result<Vec<DeclaredForeignKey>> {
     let mut foreign_keys: Vec<DeclaredForeignKey> = Vec::new();
-    if kind == TableKind::Table {
-        let mut stmt = conn.prepare(
-            "SELECT id, \"table\", \"from\", \"to\" FROM pragma_foreign_key_list(?1, 'main') ORDER BY id, seq",
-        )?;
-        let mut rows = stmt.query(params![name])?;
-        let mut last_id = None;
-        while let Some(r) = rows.next()? {
-            let id: i64 = r.get(0)?;
-            let parent: String = r.get(1)?;
-            let from: String = r.get(2)?;
-            let to: Option<String> = r.get(3)?;
-            if last_id != Some(id) {
-                foreign_keys.push(DeclaredForeignKey {
-                    child_columns: Vec::new(),
-                    parent_table: parent,
-                    parent_columns: Vec::new(),
-                });
-                last_id = Some(id);
-            }
-            if let Some(fk) = foreign_keys.last_mut() {
-                fk.child_columns.push(from);
-                if let Some(to) = to {
-                    fk.parent_columns.push(to);
-                }
+    let mut stmt = conn.prepare(
+        "SELECT id, \"table\", \"from\", \"to\" FROM pragma_foreign_key_list(?1, 'main') ORDER BY id, seq",
+    )?;
+    let mut rows = stmt.query(params![table])?;
+    let mut last_id = None;
+    while let Some(r) = rows.next()? {
+        let id: i64 = r.get(0)?;
+        let parent: String = r.get(1)?;
+        let from: String = r.get(2)?;
+        let to: Option<String> = r.get(3)?;
+        if last_id != Some(id) {
+            foreign_keys.push(DeclaredForeignKey {
+                child_columns: Vec::new(),
+                parent_table: parent,
+                parent_columns: Vec::new(),
+            });
+            last_id = Some(id);
+        }
+        if let Some(fk) = foreign_keys.last_mut() {
+            fk.child_columns.push(from);
+            if let Some(to) = to {
+                fk.parent_columns.push(to);
             }
         }
     }
-
-    Ok(Some(TableSchema {
-        name,
-        kind,
-        without_rowid,
-        columns,
-        pk,
-        rowid_alias,
-        unique_keys,
-        foreign_keys,
-    }))
+    Ok(foreign_keys)
 }

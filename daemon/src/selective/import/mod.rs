@@ -22,6 +22,7 @@
 //! equals what the real import does (given the same target state).
 
 mod apply;
+pub mod journal;
 mod plan;
 mod report;
 mod source;
@@ -31,8 +32,11 @@ use std::path::{Path, PathBuf};
 
 use rusqlite::{Connection, TransactionBehavior};
 
+pub use journal::JournalTarget;
 pub use report::{ColumnChange, ImportReport, RowAction, RowReport, RowStatus, TableReport};
 pub use source::ExportDb;
+
+use journal::{Journal, ProbeRecorder};
 
 use crate::selective::ConflictPolicy;
 use crate::selective::graph::GraphError;
@@ -122,6 +126,12 @@ pub enum ImportError {
     MediaRollback(#[source] MediaError),
     #[error("the import was cancelled; nothing was imported")]
     Cancelled,
+    #[error("the import journal {path} cannot be written")]
+    Journal {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 /// Everything an import needs besides the target connection.
@@ -213,12 +223,15 @@ pub fn dry_run(
 }
 
 /// Imports for real: one transaction for the database, media written with the
-/// same policy, both rolled back together on any failure. Returns the report
-/// (equal to a dry run's on the same state). `progress` gets (steps done, steps)
-/// where a step is a row planned, a row written, or a media file written.
+/// same policy, both rolled back together on any failure — and, should the
+/// process die midway, by [`journal::recover`] at the next start from the journal
+/// written under `journal_at`. Returns the report (equal to a dry run's on the same
+/// state). `progress` gets (steps done, steps) where a step is a row planned, a
+/// row written, or a media file written.
 pub fn run(
     req: &ImportRequest<'_>,
     target: &mut Connection,
+    journal_at: &JournalTarget,
     cancelled: &dyn Fn() -> bool,
     progress: &mut dyn FnMut(u64, u64),
 ) -> Result<ImportReport, ImportError> {
@@ -251,45 +264,102 @@ pub fn run(
 
     let carried: Vec<String> = planned.db.ctxs.values().map(|c| c.name.clone()).collect();
     let relevant = apply::fk_relevant_tables(&tx, &carried)?;
-    let before = apply::fk_violations(&tx, &relevant)?;
+    let violations_before = apply::fk_violations(&tx, &relevant)?;
 
+    // The journal first (when files are written at all), then the files.
+    let (steps, dirs) = media::planned_changes(&planned.media, req.media_roots, &journal_at.id)?;
+    let mut journal = match steps.is_empty() {
+        true => None,
+        false => Some(Journal::begin(journal_at, &steps, &dirs)?),
+    };
     let mut media_done = 0u64;
-    let media_txn = media::apply_media(&planned.media, req.media_roots, cancelled, &mut |_, _| {
-        media_done += 1;
-        progress(rows + media_done.min(files), total);
+    let media_txn = media::apply_media(
+        &planned.media,
+        req.media_roots,
+        &journal_at.id,
+        cancelled,
+        &mut |_, _| {
+            media_done += 1;
+            progress(rows + media_done.min(files), total);
+        },
+    )
+    .map_err(|e| {
+        if matches!(e, MediaError::Rollback { .. })
+            && let Some(j) = journal.as_mut()
+        {
+            j.keep();
+        }
+        ImportError::Media(e)
     })?;
 
-    let undo_media = |e: ImportError, media_txn: media::MediaTxn| -> ImportError {
-        match media_txn.rollback() {
+    let mut probes = ProbeRecorder::default();
+    let written = apply::apply_db(
+        &export,
+        &tx,
+        &planned.db,
+        cancelled,
+        &mut |n| progress(rows + files + n, total),
+        &mut |ctx, row, pos| probes.before_write(&tx, ctx, row, pos),
+    )
+    .and_then(|()| check_references(&tx, &relevant, &violations_before))
+    .and_then(|()| match cancelled() {
+        true => Err(ImportError::Cancelled),
+        false => Ok(()),
+    })
+    .and_then(|()| match journal.as_mut() {
+        Some(j) => j.committing(probes.choose(&tx)?, probes.wrote),
+        None => Ok(()),
+    });
+    if let Err(e) = written.and_then(|()| tx.commit().map_err(ImportError::Transaction)) {
+        return Err(match media_txn.rollback() {
             Ok(()) => e,
-            Err(m) => ImportError::MediaRollback(m),
-        }
-    };
-
-    if let Err(e) = apply::apply_db(&export, &tx, &planned.db, cancelled, &mut |n| {
-        progress(rows + files + n, total)
-    }) {
-        return Err(undo_media(e, media_txn));
+            Err(m) => {
+                if let Some(j) = journal.as_mut() {
+                    j.keep();
+                }
+                ImportError::MediaRollback(m)
+            }
+        });
     }
-    let after = match apply::fk_violations(&tx, &relevant) {
-        Ok(a) => a,
-        Err(e) => return Err(undo_media(e, media_txn)),
-    };
-    if let Some((table, rowid, parent, _)) = after.difference(&before).next() {
-        let e = ImportError::ForeignKey {
+    commit_media(media_txn, journal)?;
+    progress(total, total);
+    Ok(planned.report)
+}
+
+/// Refuses a state in which a reference points at a missing row that did not
+/// before the import.
+fn check_references(
+    tx: &Connection,
+    relevant: &[String],
+    before: &std::collections::BTreeSet<apply::Violation>,
+) -> Result<(), ImportError> {
+    let after = apply::fk_violations(tx, relevant)?;
+    match after.difference(before).next() {
+        Some((table, rowid, parent, _)) => Err(ImportError::ForeignKey {
             table: table.clone(),
             rowid: rowid.map_or_else(|| "(without rowid)".to_owned(), |r| r.to_string()),
             parent: parent.clone(),
-        };
-        return Err(undo_media(e, media_txn));
+        }),
+        None => Ok(()),
     }
-    if cancelled() {
-        return Err(undo_media(ImportError::Cancelled, media_txn));
+}
+
+/// After the database committed: the journal says so, then the originals set
+/// aside are removed, then the journal goes. A journal that cannot be updated is
+/// no reason to fail (its `committing` probe tells start-up the same).
+fn commit_media(media_txn: media::MediaTxn, journal: Option<Journal>) -> Result<(), ImportError> {
+    let mut journal = journal;
+    if let Some(j) = journal.as_mut()
+        && let Err(e) = j.committed()
+    {
+        tracing::warn!("cannot mark the import journal committed: {e}");
     }
-    if let Err(e) = tx.commit() {
-        return Err(undo_media(ImportError::Transaction(e), media_txn));
+    if let Err(e) = media_txn.commit() {
+        // The database holds the import; start-up removes the originals left.
+        if let Some(j) = journal.as_mut() {
+            j.keep();
+        }
+        return Err(ImportError::MediaCommit(e));
     }
-    media_txn.commit().map_err(ImportError::MediaCommit)?;
-    progress(total, total);
-    Ok(planned.report)
+    Ok(())
 }

@@ -45,7 +45,7 @@ use crate::selective::ConflictPolicy;
 use crate::selective::graph::{self, Graph};
 use crate::selective::media::ParamFate;
 use crate::selective::profile::{ExportProfile, ParamValues};
-use crate::selective::sql::{SqlValue, display_name, quote_ident};
+use crate::selective::sql::{SqlValue, TableSchema, display_name, quote_ident};
 
 pub(crate) const OP_INSERT: u8 = 0;
 pub(crate) const OP_NOTHING: u8 = 1;
@@ -225,141 +225,152 @@ fn build_contexts(
     let mut ctxs = BTreeMap::new();
     for (lower, schema) in &graph.tables {
         let Some(exp) = export.table(lower)? else { continue };
-        let writable = schema.writable_columns();
-        let columns: Vec<String> = writable.iter().map(|&i| schema.columns[i].name.clone()).collect();
-        let exp_cols: Vec<String> = exp
-            .writable_columns()
-            .iter()
-            .map(|&i| exp.columns[i].name.clone())
-            .collect();
-        if let Some(c) = columns
-            .iter()
-            .find(|c| !exp_cols.iter().any(|e| e.eq_ignore_ascii_case(c)))
-        {
-            return Err(ImportError::ColumnMissing {
-                table: schema.name.clone(),
-                column: c.clone(),
-            });
-        }
-        if let Some(c) = exp_cols
-            .iter()
-            .find(|e| !columns.iter().any(|c| c.eq_ignore_ascii_case(e)))
-        {
-            return Err(ImportError::ColumnExtra {
-                table: schema.name.clone(),
-                column: display_name(c),
-            });
-        }
-        let pos_of = |schema_idx: usize| writable.iter().position(|&w| w == schema_idx);
-        let pk_pos: Vec<usize> = schema.pk.iter().filter_map(|&i| pos_of(i)).collect();
-        let (ident_expr, ident_len) = if schema.without_rowid {
-            (
-                pk_pos
-                    .iter()
-                    .map(|&p| quote_ident(&columns[p]))
-                    .collect::<Vec<_>>()
-                    .join(", "),
-                pk_pos.len(),
-            )
-        } else {
-            match rowid_name(&schema.columns.iter().map(|c| c.name.clone()).collect::<Vec<_>>()) {
-                Some(r) => (r.to_owned(), 1),
-                None if !pk_pos.is_empty() => (
-                    pk_pos
-                        .iter()
-                        .map(|&p| quote_ident(&columns[p]))
-                        .collect::<Vec<_>>()
-                        .join(", "),
-                    pk_pos.len(),
-                ),
-                None => {
-                    return Err(ImportError::NoRowIdentity {
-                        table: schema.name.clone(),
-                    });
-                }
-            }
-        };
-        let col_list = columns
-            .iter()
-            .map(|c| quote_ident(c))
-            .collect::<Vec<_>>()
-            .join(", ");
-        let order = if pk_pos.is_empty() {
-            "rowid".to_owned()
-        } else {
-            pk_pos
-                .iter()
-                .map(|&p| quote_ident(&columns[p]))
-                .collect::<Vec<_>>()
-                .join(", ")
-        };
-        let select_export = format!(
-            "SELECT {col_list} FROM main.{} ORDER BY {order}",
-            quote_ident(&exp.name)
-        );
-        let mut keys = Vec::new();
-        for k in &schema.unique_keys {
-            // Keys over generated columns cannot be matched from the file's values.
-            let Some(pos) = k.columns.iter().map(|&c| pos_of(c)).collect::<Option<Vec<_>>>() else {
-                continue;
-            };
-            let cond = pos
-                .iter()
-                .zip(&k.collations)
-                .enumerate()
-                .map(|(i, (&p, coll))| match coll {
-                    Some(c) => format!(
-                        "{} = ?{} COLLATE {}",
-                        quote_ident(&columns[p]),
-                        i + 1,
-                        quote_ident(c)
-                    ),
-                    None => format!("{} = ?{}", quote_ident(&columns[p]), i + 1),
-                })
-                .collect::<Vec<_>>()
-                .join(" AND ");
-            keys.push(KeyCtx {
-                name: k.name.clone(),
-                lookup_sql: format!(
-                    "SELECT {ident_expr}, {col_list} FROM main.{} WHERE {cond} LIMIT 1",
-                    quote_ident(&schema.name)
-                ),
-                pos,
-                primary: k.primary,
-            });
-        }
-        let mut tracked: Vec<Vec<usize>> = keys.iter().map(|k| k.pos.clone()).collect();
-        for e in graph.edges_to(&schema.name) {
-            let Some(pos) = e
-                .parent_columns
-                .iter()
-                .map(|c| columns.iter().position(|x| x.eq_ignore_ascii_case(c)))
-                .collect::<Option<Vec<_>>>()
-            else {
-                continue;
-            };
-            if !tracked.contains(&pos) {
-                tracked.push(pos);
-            }
-        }
-        ctxs.insert(
-            lower.clone(),
-            TableCtx {
-                name: schema.name.clone(),
-                lower: lower.clone(),
-                columns,
-                pk_pos,
-                ident_expr,
-                ident_len,
-                select_export,
-                keys,
-                tracked,
-                parents: Vec::new(),
-                fk_child_pos: HashSet::new(),
-            },
-        );
+        ctxs.insert(lower.clone(), table_ctx(&graph, lower, schema, &exp)?);
     }
-    // References among carried tables.
+    link_parents(&graph, &mut ctxs);
+    Ok((graph, ctxs))
+}
+
+/// Checks that the file's table has exactly the target table's (writable) columns.
+fn check_columns(schema: &TableSchema, columns: &[String], exp: &TableSchema) -> Result<(), ImportError> {
+    let exp_cols: Vec<String> = exp
+        .writable_columns()
+        .iter()
+        .map(|&i| exp.columns[i].name.clone())
+        .collect();
+    if let Some(c) = columns
+        .iter()
+        .find(|c| !exp_cols.iter().any(|e| e.eq_ignore_ascii_case(c)))
+    {
+        return Err(ImportError::ColumnMissing {
+            table: schema.name.clone(),
+            column: c.clone(),
+        });
+    }
+    if let Some(c) = exp_cols
+        .iter()
+        .find(|e| !columns.iter().any(|c| c.eq_ignore_ascii_case(e)))
+    {
+        return Err(ImportError::ColumnExtra {
+            table: schema.name.clone(),
+            column: display_name(c),
+        });
+    }
+    Ok(())
+}
+
+fn quoted_list(columns: &[String], pos: &[usize]) -> String {
+    pos.iter()
+        .map(|&p| quote_ident(&columns[p]))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// How a target row is named in SQL: its rowid (under a name no column shadows) or,
+/// without one, its primary key columns. Returns the expression and its arity.
+fn row_identity(
+    schema: &TableSchema,
+    columns: &[String],
+    pk_pos: &[usize],
+) -> Result<(String, usize), ImportError> {
+    if schema.without_rowid {
+        return Ok((quoted_list(columns, pk_pos), pk_pos.len()));
+    }
+    match rowid_name(&schema.columns.iter().map(|c| c.name.clone()).collect::<Vec<_>>()) {
+        Some(r) => Ok((r.to_owned(), 1)),
+        None if !pk_pos.is_empty() => Ok((quoted_list(columns, pk_pos), pk_pos.len())),
+        None => Err(ImportError::NoRowIdentity {
+            table: schema.name.clone(),
+        }),
+    }
+}
+
+/// The context of one carried table (see [`TableCtx`]).
+fn table_ctx(
+    graph: &Graph,
+    lower: &str,
+    schema: &TableSchema,
+    exp: &TableSchema,
+) -> Result<TableCtx, ImportError> {
+    let writable = schema.writable_columns();
+    let columns: Vec<String> = writable.iter().map(|&i| schema.columns[i].name.clone()).collect();
+    check_columns(schema, &columns, exp)?;
+    let pos_of = |schema_idx: usize| writable.iter().position(|&w| w == schema_idx);
+    let pk_pos: Vec<usize> = schema.pk.iter().filter_map(|&i| pos_of(i)).collect();
+    let (ident_expr, ident_len) = row_identity(schema, &columns, &pk_pos)?;
+    let all: Vec<usize> = (0..columns.len()).collect();
+    let col_list = quoted_list(&columns, &all);
+    let order = if pk_pos.is_empty() {
+        "rowid".to_owned()
+    } else {
+        quoted_list(&columns, &pk_pos)
+    };
+    let select_export = format!(
+        "SELECT {col_list} FROM main.{} ORDER BY {order}",
+        quote_ident(&exp.name)
+    );
+    let mut keys = Vec::new();
+    for k in &schema.unique_keys {
+        // Keys over generated columns cannot be matched from the file's values.
+        let Some(pos) = k.columns.iter().map(|&c| pos_of(c)).collect::<Option<Vec<_>>>() else {
+            continue;
+        };
+        let cond = pos
+            .iter()
+            .zip(&k.collations)
+            .enumerate()
+            .map(|(i, (&p, coll))| match coll {
+                Some(c) => format!(
+                    "{} = ?{} COLLATE {}",
+                    quote_ident(&columns[p]),
+                    i + 1,
+                    quote_ident(c)
+                ),
+                None => format!("{} = ?{}", quote_ident(&columns[p]), i + 1),
+            })
+            .collect::<Vec<_>>()
+            .join(" AND ");
+        keys.push(KeyCtx {
+            name: k.name.clone(),
+            lookup_sql: format!(
+                "SELECT {ident_expr}, {col_list} FROM main.{} WHERE {cond} LIMIT 1",
+                quote_ident(&schema.name)
+            ),
+            pos,
+            primary: k.primary,
+        });
+    }
+    let mut tracked: Vec<Vec<usize>> = keys.iter().map(|k| k.pos.clone()).collect();
+    for e in graph.edges_to(&schema.name) {
+        let Some(pos) = e
+            .parent_columns
+            .iter()
+            .map(|c| columns.iter().position(|x| x.eq_ignore_ascii_case(c)))
+            .collect::<Option<Vec<_>>>()
+        else {
+            continue;
+        };
+        if !tracked.contains(&pos) {
+            tracked.push(pos);
+        }
+    }
+    Ok(TableCtx {
+        name: schema.name.clone(),
+        lower: lower.to_owned(),
+        columns,
+        pk_pos,
+        ident_expr,
+        ident_len,
+        select_export,
+        keys,
+        tracked,
+        parents: Vec::new(),
+        fk_child_pos: HashSet::new(),
+    })
+}
+
+/// Records, in each child's context, the references among carried tables.
+fn link_parents(graph: &Graph, ctxs: &mut BTreeMap<String, TableCtx>) {
     for e in &graph.edges {
         let (cl, pl) = (e.child.to_ascii_lowercase(), e.parent.to_ascii_lowercase());
         let Some(parent) = ctxs.get(&pl) else { continue };
@@ -390,7 +401,6 @@ fn build_contexts(
             parent_set: set,
         });
     }
-    Ok((graph, ctxs))
 }
 
 /// Mutable planning state.
@@ -645,51 +655,79 @@ fn plan_table(
             }
             progress(1024);
         }
+        st.plan_row(ctx, &mut tp, ordinal, original)
+    })?;
+    progress(tp.report.rows % 1024);
+    Ok(tp)
+}
+
+/// Which rows a row of the file matches by its keys.
+struct Matched {
+    /// Key names that matched (`primary key`, an index, `another row of the export`).
+    names: Vec<String>,
+    /// Distinct target rows matched: (identity, values, matched by the primary key).
+    rows: Vec<(Vec<SqlValue>, Vec<SqlValue>, bool)>,
+    /// Whether a row this import already placed holds one of its keys.
+    internal: bool,
+}
+
+/// What the plan does with one row.
+struct Decision {
+    op: u8,
+    detail: Option<Detail>,
+    action: RowAction,
+    /// Whether the row is written (inserted, renamed or updated).
+    written: bool,
+    skip_reason: Option<String>,
+}
+
+impl Decision {
+    fn nothing(action: RowAction) -> Decision {
+        Decision {
+            op: OP_NOTHING,
+            detail: None,
+            action,
+            written: false,
+            skip_reason: None,
+        }
+    }
+
+    fn skip(reason: String) -> Decision {
+        Decision {
+            skip_reason: Some(reason),
+            ..Decision::nothing(RowAction::Insert)
+        }
+    }
+}
+
+impl State<'_> {
+    /// Plans one row of the file: match, classify, decide, and record what later
+    /// rows need to know (renamed and skipped keys, keys now taken).
+    fn plan_row(
+        &mut self,
+        ctx: &TableCtx,
+        tp: &mut TablePlan,
+        ordinal: u64,
+        original: Vec<SqlValue>,
+    ) -> Result<(), ImportError> {
         tp.report.rows += 1;
         let mut row = original.clone();
-        let rewritten = rewrite(&mut row, ctx, &st.remap);
-
+        let rewritten = rewrite(&mut row, ctx, &self.remap);
         // A row whose parent is not imported is not imported either.
         let cascade = ctx.parents.iter().find_map(|e| {
             let t = TableCtx::tuple(&original, &e.child_pos)?;
-            st.skipped
+            self.skipped
                 .get(&(e.parent.clone(), e.parent_set))
                 .and_then(|m| m.get(&t))
                 .map(|why| format!("it references {why}"))
         });
-
-        // Match against the target and against rows already placed by this import.
-        let mut matched_names = Vec::new();
-        let mut matched_rows: Vec<(Vec<SqlValue>, Vec<SqlValue>, bool)> = Vec::new();
-        let mut internal = false;
-        for k in 0..ctx.keys.len() {
-            let Some(t) = TableCtx::tuple(&row, &ctx.keys[k].pos) else {
-                continue;
-            };
-            if st
-                .reserved
-                .get(&(ctx.lower.clone(), k))
-                .is_some_and(|s| s.contains(&t))
-            {
-                internal = true;
-                matched_names.push("another row of the export".to_owned());
-                continue;
-            }
-            if let Some((ident, values)) = st.lookup(ctx, k, &t)? {
-                matched_names.push(ctx.keys[k].name.clone());
-                match matched_rows.iter_mut().find(|m| m.0 == ident) {
-                    Some(m) => m.2 |= ctx.keys[k].primary,
-                    None => matched_rows.push((ident, values, ctx.keys[k].primary)),
-                }
-            }
-        }
-        matched_names.dedup();
-        let status = if matched_rows.is_empty() && !internal {
+        let matched = self.match_row(ctx, &row)?;
+        let status = if matched.rows.is_empty() && !matched.internal {
             RowStatus::New
-        } else if !internal
-            && matched_rows.len() == 1
-            && (matched_rows[0].2 || ctx.pk_pos.is_empty())
-            && matched_rows[0].1 == row
+        } else if !matched.internal
+            && matched.rows.len() == 1
+            && (matched.rows[0].2 || ctx.pk_pos.is_empty())
+            && matched.rows[0].1 == row
         {
             RowStatus::Identical
         } else {
@@ -700,155 +738,202 @@ fn plan_table(
             RowStatus::Identical => tp.report.identical += 1,
             RowStatus::Conflicting => tp.report.conflicting += 1,
         }
-
-        // Decide.
-        let mut op = OP_INSERT;
-        let mut detail = None;
-        let mut action = RowAction::Insert;
-        let mut written = true;
-        let mut skip_reason = None;
-        if status == RowStatus::Identical {
-            op = OP_NOTHING;
-            written = false;
+        let mut decision = if status == RowStatus::Identical {
+            Decision::nothing(RowAction::Insert)
         } else if let Some(reason) = cascade {
-            op = OP_NOTHING;
-            written = false;
-            skip_reason = Some(reason);
+            Decision::skip(reason)
         } else if status == RowStatus::Conflicting {
-            match st.policy {
-                ConflictPolicy::Skip => {
-                    op = OP_NOTHING;
-                    written = false;
-                    skip_reason = Some("kept the existing row".to_owned());
-                }
-                ConflictPolicy::Overwrite => {
-                    if internal || matched_rows.len() != 1 {
-                        let reason = if internal {
-                            "it has the same key as another row of the export".to_owned()
-                        } else {
-                            format!(
-                                "it matches {} different existing rows ({})",
-                                matched_rows.len(),
-                                matched_names.join(", ")
-                            )
-                        };
-                        st.blocked.push(format!(
-                            "row {} of table {}: {reason}",
-                            render_key(&ctx.key_map(&original)),
-                            ctx.name
-                        ));
-                        action = RowAction::Blocked { reason };
-                        op = OP_NOTHING;
-                        written = false;
-                    } else {
-                        let (ident, values, _) = &matched_rows[0];
-                        // Keep the existing row's own primary key.
-                        for &p in &ctx.pk_pos {
-                            row[p] = values[p].clone();
-                        }
-                        let set: Vec<usize> = (0..ctx.columns.len())
-                            .filter(|p| !ctx.pk_pos.contains(p))
-                            .collect();
-                        action = RowAction::Overwrite {
-                            target_key: if ctx.pk_pos.is_empty() {
-                                BTreeMap::from([("rowid".to_owned(), ident[0].clone())])
-                            } else {
-                                ctx.key_map(values)
-                            },
-                        };
-                        op = OP_DETAIL;
-                        detail = Some(Detail::Update {
-                            ident: ident.clone(),
-                            set,
-                        });
-                        tp.report.overwritten += 1;
-                    }
-                }
-                ConflictPolicy::Rename => match st.rename(ctx, &mut row)? {
-                    Ok(changes) => {
-                        let positions = changes
-                            .iter()
-                            .filter_map(|c| {
-                                let p = ctx.columns.iter().position(|x| *x == c.column)?;
-                                Some((p, row[p].clone()))
-                            })
-                            .collect();
-                        op = OP_DETAIL;
-                        detail = Some(Detail::Rename(positions));
-                        action = RowAction::Rename { changes };
-                        tp.report.renamed += 1;
-                    }
-                    Err(reason) => {
-                        op = OP_NOTHING;
-                        written = false;
-                        skip_reason = Some(reason);
-                    }
-                },
-            }
+            self.resolve_conflict(ctx, tp, &matched, &original, &mut row)?
         } else {
             tp.report.inserted += 1;
-        }
-        if let Some(reason) = &skip_reason {
-            action = RowAction::Skip {
+            Decision {
+                op: OP_INSERT,
+                detail: None,
+                action: RowAction::Insert,
+                written: true,
+                skip_reason: None,
+            }
+        };
+        if let Some(reason) = &decision.skip_reason {
+            decision.action = RowAction::Skip {
                 reason: reason.clone(),
             };
             tp.report.skipped += 1;
-            let what = format!(
-                "{} row {}, which is not imported",
-                ctx.name,
-                render_key(&ctx.key_map(&original))
-            );
-            for (s, pos) in ctx.tracked.iter().enumerate() {
-                if let Some(t) = TableCtx::tuple(&original, pos) {
-                    st.skipped
-                        .entry((ctx.lower.clone(), s))
-                        .or_default()
-                        .insert(t, what.clone());
-                }
-            }
+            self.mark_skipped(ctx, &original);
         }
-        if written {
+        if decision.written {
             if rewritten {
                 tp.report.references_rewritten += 1;
             }
             for (k, key) in ctx.keys.iter().enumerate() {
                 if let Some(t) = TableCtx::tuple(&row, &key.pos) {
-                    st.reserved.entry((ctx.lower.clone(), k)).or_default().insert(t);
+                    self.reserved.entry((ctx.lower.clone(), k)).or_default().insert(t);
                 }
             }
         }
-        if written || status == RowStatus::Identical {
-            // Children reference the file's values: map them to the final ones.
-            for (s, pos) in ctx.tracked.iter().enumerate() {
-                if let (Some(old), Some(new)) = (TableCtx::tuple(&original, pos), TableCtx::tuple(&row, pos))
-                    && old != new
-                {
-                    st.remap
-                        .entry((ctx.lower.clone(), s))
-                        .or_default()
-                        .insert(old, new);
-                }
-            }
+        if decision.written || status == RowStatus::Identical {
+            self.map_keys(ctx, &original, &row);
         }
         if status == RowStatus::Conflicting
-            || skip_reason.is_some()
-            || matches!(action, RowAction::Blocked { .. })
+            || decision.skip_reason.is_some()
+            || matches!(decision.action, RowAction::Blocked { .. })
         {
             tp.report.details.push(RowReport {
                 key: ctx.key_map(&original),
                 status,
-                matched: matched_names,
-                action,
+                matched: matched.names,
+                action: decision.action,
             });
         }
-        if let Some(d) = detail {
+        if let Some(d) = decision.detail {
             tp.details.insert(ordinal, d);
         }
-        tp.ops.push(op);
+        tp.ops.push(decision.op);
         Ok(())
-    })?;
-    progress(tp.report.rows % 1024);
-    Ok(tp)
+    }
+
+    /// Matches `row` against the target and the rows this import already placed,
+    /// by every key.
+    fn match_row(&self, ctx: &TableCtx, row: &[SqlValue]) -> Result<Matched, ImportError> {
+        let mut m = Matched {
+            names: Vec::new(),
+            rows: Vec::new(),
+            internal: false,
+        };
+        for k in 0..ctx.keys.len() {
+            let Some(t) = TableCtx::tuple(row, &ctx.keys[k].pos) else {
+                continue;
+            };
+            if self
+                .reserved
+                .get(&(ctx.lower.clone(), k))
+                .is_some_and(|s| s.contains(&t))
+            {
+                m.internal = true;
+                m.names.push("another row of the export".to_owned());
+                continue;
+            }
+            if let Some((ident, values)) = self.lookup(ctx, k, &t)? {
+                m.names.push(ctx.keys[k].name.clone());
+                match m.rows.iter_mut().find(|r| r.0 == ident) {
+                    Some(r) => r.2 |= ctx.keys[k].primary,
+                    None => m.rows.push((ident, values, ctx.keys[k].primary)),
+                }
+            }
+        }
+        m.names.dedup();
+        Ok(m)
+    }
+
+    /// The decision for a conflicting row under the policy.
+    fn resolve_conflict(
+        &mut self,
+        ctx: &TableCtx,
+        tp: &mut TablePlan,
+        matched: &Matched,
+        original: &[SqlValue],
+        row: &mut [SqlValue],
+    ) -> Result<Decision, ImportError> {
+        Ok(match self.policy {
+            ConflictPolicy::Skip => Decision::skip("kept the existing row".to_owned()),
+            ConflictPolicy::Overwrite if matched.internal || matched.rows.len() != 1 => {
+                let reason = if matched.internal {
+                    "it has the same key as another row of the export".to_owned()
+                } else {
+                    format!(
+                        "it matches {} different existing rows ({})",
+                        matched.rows.len(),
+                        matched.names.join(", ")
+                    )
+                };
+                self.blocked.push(format!(
+                    "row {} of table {}: {reason}",
+                    render_key(&ctx.key_map(original)),
+                    ctx.name
+                ));
+                Decision::nothing(RowAction::Blocked { reason })
+            }
+            ConflictPolicy::Overwrite => {
+                let (ident, values, _) = &matched.rows[0];
+                // Keep the existing row's own primary key.
+                for &p in &ctx.pk_pos {
+                    row[p] = values[p].clone();
+                }
+                let set: Vec<usize> = (0..ctx.columns.len())
+                    .filter(|p| !ctx.pk_pos.contains(p))
+                    .collect();
+                tp.report.overwritten += 1;
+                Decision {
+                    op: OP_DETAIL,
+                    detail: Some(Detail::Update {
+                        ident: ident.clone(),
+                        set,
+                    }),
+                    action: RowAction::Overwrite {
+                        target_key: if ctx.pk_pos.is_empty() {
+                            BTreeMap::from([("rowid".to_owned(), ident[0].clone())])
+                        } else {
+                            ctx.key_map(values)
+                        },
+                    },
+                    written: true,
+                    skip_reason: None,
+                }
+            }
+            ConflictPolicy::Rename => match self.rename(ctx, row)? {
+                Ok(changes) => {
+                    let positions = changes
+                        .iter()
+                        .filter_map(|c| {
+                            let p = ctx.columns.iter().position(|x| *x == c.column)?;
+                            Some((p, row[p].clone()))
+                        })
+                        .collect();
+                    tp.report.renamed += 1;
+                    Decision {
+                        op: OP_DETAIL,
+                        detail: Some(Detail::Rename(positions)),
+                        action: RowAction::Rename { changes },
+                        written: true,
+                        skip_reason: None,
+                    }
+                }
+                Err(reason) => Decision::skip(reason),
+            },
+        })
+    }
+
+    /// Records that the row with the file's values `original` is not imported, so
+    /// rows referencing it are skipped too.
+    fn mark_skipped(&mut self, ctx: &TableCtx, original: &[SqlValue]) {
+        let what = format!(
+            "{} row {}, which is not imported",
+            ctx.name,
+            render_key(&ctx.key_map(original))
+        );
+        for (s, pos) in ctx.tracked.iter().enumerate() {
+            if let Some(t) = TableCtx::tuple(original, pos) {
+                self.skipped
+                    .entry((ctx.lower.clone(), s))
+                    .or_default()
+                    .insert(t, what.clone());
+            }
+        }
+    }
+
+    /// Children reference the file's values: maps them to the final ones.
+    fn map_keys(&mut self, ctx: &TableCtx, original: &[SqlValue], row: &[SqlValue]) {
+        for (s, pos) in ctx.tracked.iter().enumerate() {
+            if let (Some(old), Some(new)) = (TableCtx::tuple(original, pos), TableCtx::tuple(row, pos))
+                && old != new
+            {
+                self.remap
+                    .entry((ctx.lower.clone(), s))
+                    .or_default()
+                    .insert(old, new);
+            }
+        }
+    }
 }
 
 fn render_key(key: &BTreeMap<String, SqlValue>) -> String {

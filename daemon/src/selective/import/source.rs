@@ -101,7 +101,10 @@ impl ExportDb {
         self.tables
             .values()
             .filter_map(|t| {
-                let sql = format!("SELECT count(*) FROM main.{}", crate::selective::sql::quote_ident(t));
+                let sql = format!(
+                    "SELECT count(*) FROM main.{}",
+                    crate::selective::sql::quote_ident(t)
+                );
                 self.conn.query_row(&sql, [], |r| r.get::<_, i64>(0)).ok()
             })
             .map(|n| u64::try_from(n).unwrap_or(0))

@@ -563,12 +563,15 @@ fn a_cancelled_import_changes_nothing_and_progress_reaches_its_total() {
     let req = request(&exp, &target, &roots, &p, ConflictPolicy::Rename);
     let before = (target.dump(), target.tree());
     let mut conn = target.conn();
-    let err = import::run(&req, &mut conn, &|| true, &mut |_, _| {}).unwrap_err();
+    let err = import::run(&req, &mut conn, &target.journal(), &|| true, &mut |_, _| {}).unwrap_err();
     assert!(err.to_string().contains("cancelled"), "{err}");
     assert_eq!((target.dump(), target.tree()), before);
 
     let mut seen = Vec::new();
-    import::run(&req, &mut conn, &|| false, &mut |d, t| seen.push((d, t))).unwrap();
+    import::run(&req, &mut conn, &target.journal(), &|| false, &mut |d, t| {
+        seen.push((d, t))
+    })
+    .unwrap();
     let total = seen.last().unwrap().1;
     // 14 rows planned + 14 written + 3 files.
     assert_eq!(total, 31);

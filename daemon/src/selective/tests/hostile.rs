@@ -230,7 +230,7 @@ fn a_failing_media_write_undoes_the_files_already_written() {
             .staged,
     )
     .unwrap();
-    let err = apply_media(&plan, &target.roots(), &|| false, &mut |_, _| {}).unwrap_err();
+    let err = apply_media(&plan, &target.roots(), "t", &|| false, &mut |_, _| {}).unwrap_err();
     assert!(err.to_string().starts_with("writing media file"), "{err}");
     assert_eq!(target.tree(), before);
 
@@ -245,8 +245,54 @@ fn a_failing_media_write_undoes_the_files_already_written() {
         &|| false,
     )
     .unwrap();
-    let txn = apply_media(&plan, &target.roots(), &|| false, &mut |_, _| {}).unwrap();
+    let txn = apply_media(&plan, &target.roots(), "t", &|| false, &mut |_, _| {}).unwrap();
     assert_eq!(target.tree()["sites/1/logo.png"], "alpha logo");
     txn.rollback().unwrap();
+    assert_eq!(target.tree(), before);
+}
+
+/// A crash after the media were written and before the database committed: the
+/// journal written before the first file lets start-up put every file back.
+#[test]
+fn a_crash_after_the_media_writes_is_rolled_back_from_the_journal() {
+    let (_app, p, exp, target) = setup();
+    target.file("sites/1/logo.png", b"existing logo");
+    let before = target.tree();
+    let params = ParamValues::new(&p, [("site".to_owned(), "1".to_owned())]).unwrap();
+    let plan = plan_media_import(
+        &exp.media,
+        &target.roots(),
+        &p,
+        &params,
+        &BTreeMap::new(),
+        ConflictPolicy::Overwrite,
+        &|| false,
+    )
+    .unwrap();
+    let at = target.journal();
+    let (steps, dirs) = crate::selective::media::planned_changes(&plan, &target.roots(), &at.id).unwrap();
+    assert_eq!(steps.len(), 3);
+    assert_eq!(
+        dirs,
+        [
+            target.media.join("sites/1/uploads"),
+            target.media.join("sites/1/uploads/2024")
+        ]
+    );
+    let mut journal = crate::selective::import::journal::Journal::begin(&at, &steps, &dirs).unwrap();
+    let txn = apply_media(&plan, &target.roots(), &at.id, &|| false, &mut |_, _| {}).unwrap();
+    assert_eq!(target.tree()["sites/1/logo.png"], "alpha logo");
+    assert!(
+        target.tree().keys().any(|k| k.contains(".coffer-import-test-")),
+        "the original is set aside"
+    );
+    // The process dies here: nothing in memory runs any more.
+    std::mem::forget(txn);
+    journal.keep();
+    drop(journal);
+    assert_eq!(
+        crate::selective::import::journal::recover(&at.dir).unwrap(),
+        ["test"]
+    );
     assert_eq!(target.tree(), before);
 }

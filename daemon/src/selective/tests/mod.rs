@@ -79,6 +79,15 @@ impl App {
         query(&self.conn(), sql)
     }
 
+    /// Where a real import into this instance keeps its journal.
+    pub fn journal(&self) -> import::JournalTarget {
+        import::JournalTarget {
+            dir: self.dir.path().join("journal"),
+            id: "test".to_owned(),
+            database: self.db.clone(),
+        }
+    }
+
     pub fn fk_violations(&self) -> Vec<Vec<SqlValue>> {
         self.query("SELECT * FROM pragma_foreign_key_check")
     }
@@ -103,7 +112,10 @@ pub(crate) fn dump(conn: &Connection) -> BTreeMap<String, Vec<Vec<SqlValue>>> {
         .unwrap()
         .into_iter()
         .map(|t| {
-            let rows = query(conn, &format!("SELECT * FROM {}", crate::selective::sql::quote_ident(&t)));
+            let rows = query(
+                conn,
+                &format!("SELECT * FROM {}", crate::selective::sql::quote_ident(&t)),
+            );
             (t, rows)
         })
         .collect()
@@ -236,7 +248,7 @@ pub(crate) fn import_checked(
     assert_eq!(app.dump(), before, "a dry run wrote to the database");
     assert_eq!(app.tree(), tree_before, "a dry run wrote media");
     let mut conn = app.conn();
-    let real = import::run(&req, &mut conn, &|| false, &mut |_, _| {}).unwrap();
+    let real = import::run(&req, &mut conn, &app.journal(), &|| false, &mut |_, _| {}).unwrap();
     drop(conn);
     assert_eq!(dry, real, "dry run and real import disagree");
     // The database changed exactly as the report says.
@@ -282,6 +294,10 @@ pub(crate) fn import_checked(
         tree_after.keys().all(|k| !k.contains(".coffer-import-")),
         "leftover temp files: {tree_after:?}"
     );
+    assert!(
+        std::fs::read_dir(app.dir.path().join("journal")).map_or(true, |mut d| d.next().is_none()),
+        "a journal was left behind"
+    );
     real
 }
 
@@ -297,10 +313,14 @@ pub(crate) fn import_fails(
     let before = app.dump();
     let tree_before = app.tree();
     let mut conn = app.conn();
-    let err = import::run(&req, &mut conn, &|| false, &mut |_, _| {}).unwrap_err();
+    let err = import::run(&req, &mut conn, &app.journal(), &|| false, &mut |_, _| {}).unwrap_err();
     drop(conn);
     assert_eq!(app.dump(), before, "a failed import changed the database: {err}");
     assert_eq!(app.tree(), tree_before, "a failed import changed media: {err}");
+    assert!(
+        std::fs::read_dir(app.dir.path().join("journal")).map_or(true, |mut d| d.next().is_none()),
+        "a failed import left its journal behind"
+    );
     let msg = err.to_string();
     assert!(
         !msg.contains('\n') && !msg.contains("Error {") && !msg.contains("SqliteFailure"),
