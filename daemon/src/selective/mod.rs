@@ -32,6 +32,17 @@ mod tests;
 
 use serde::Serialize;
 
+/// Why an export failed: its parameters, its rows, or its files.
+#[derive(Debug, thiserror::Error)]
+pub enum ExportError {
+    #[error(transparent)]
+    Profile(#[from] profile::ProfileError),
+    #[error(transparent)]
+    Select(#[from] select::SelectError),
+    #[error(transparent)]
+    Media(#[from] media::MediaError),
+}
+
 /// How an import handles rows and files that already exist in another form.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, serde::Deserialize)]
 #[serde(rename_all = "kebab-case")]
