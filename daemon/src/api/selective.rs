@@ -113,7 +113,7 @@ impl Streams {
             profile: req.profile,
             params: req.params.into_iter().map(|p| (p.name, p.value)).collect(),
         };
-        let (tx, rx) = mpsc::channel(8);
+        let (tx, rx) = mpsc::channel(64);
         let (engine, mut health, cancel) = (
             self.engine.clone(),
             self.health.clone(),
@@ -153,7 +153,7 @@ impl Streams {
 
     /// Starts an import; see the module doc.
     pub fn import(&self, peer: Peer, stream: tonic::Streaming<proto::ImportChunk>) -> Response<ImportStream> {
-        let (tx, rx) = mpsc::channel(8);
+        let (tx, rx) = mpsc::channel(64);
         let (engine, mut health, cancel) = (
             self.engine.clone(),
             self.health.clone(),
@@ -179,8 +179,10 @@ impl Streams {
                     })),
                 })
             });
-            let _ = tx.send(reply).await;
+            // Staging goes before the answer: a client that sees the result finds
+            // nothing left behind.
             let _ = tokio::task::spawn_blocking(move || crate::fsutil::remove_any(&stage)).await;
+            let _ = tx.send(reply).await;
         });
         Response::new(Box::pin(ReceiverStream::new(rx)))
     }

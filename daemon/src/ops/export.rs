@@ -228,7 +228,7 @@ fn select_rows(
         &|| ctx.cancel.is_cancelled(),
         &mut |done, total| {
             // Rows, not bytes: reported every 1024 rows and at the end.
-            if done >= last + 1024 || done == total {
+            if done >= last + 1024 || (done == total && done != last) {
                 last = done;
                 progress(Event {
                     phase: Phase::Export,
