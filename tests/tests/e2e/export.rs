@@ -731,3 +731,42 @@ fn profile_errors_name_the_key_at_load_and_the_table_at_export() {
         "{out}"
     );
 }
+
+/// What a crash between the media writes and the database commit leaves: a
+/// journal naming every step. Start-up puts the media back (the database
+/// transaction was never committed, so SQLite already has).
+#[test]
+fn start_up_rolls_back_the_media_of_an_interrupted_import() {
+    let target = cms::conflicting();
+    let (dump, files) = (target.dump(), target.tree());
+    let d = Daemon::configure("", &target.job("target", cms::PROFILE));
+    let site = target.media.join("sites/1");
+    fs::rename(site.join("logo.png"), site.join(".coffer-import-x-0.orig")).unwrap();
+    fs::write(site.join("logo.png"), b"imported").unwrap();
+    fs::create_dir_all(site.join("uploads")).unwrap();
+    fs::write(site.join("uploads/new.jpg"), b"new").unwrap();
+    fs::write(site.join("uploads/.coffer-import-x-1.partial"), b"ne").unwrap();
+    let journal = serde_json::json!({
+        "id": "x",
+        "database": target.db,
+        "state": "applying",
+        "steps": [
+            {"dest": site.join("logo.png"), "partial": site.join(".coffer-import-x-0.partial"), "aside": site.join(".coffer-import-x-0.orig")},
+            {"dest": site.join("uploads/new.jpg"), "partial": site.join("uploads/.coffer-import-x-1.partial"), "aside": null},
+            {"dest": site.join("uploads/later.jpg"), "partial": site.join("uploads/.coffer-import-x-2.partial"), "aside": null},
+        ],
+        "dirs": [site.join("uploads")],
+        "probe": null,
+    });
+    let dir = d.paths.state_dir.join("import-journal");
+    fs::create_dir_all(&dir).unwrap();
+    fs::write(dir.join("x.json"), serde_json::to_vec(&journal).unwrap()).unwrap();
+    let d = d.started();
+    assert_eq!((target.dump(), target.tree()), (dump, files));
+    assert_eq!(names_in(&dir), Vec::<String>::new());
+    assert!(
+        d.log().contains("rolled back the media of an import"),
+        "{}",
+        d.log()
+    );
+}
