@@ -22,6 +22,9 @@ use crate::{Client, Failure, Result};
 
 const CHUNK: usize = 1 << 20;
 
+/// The largest import report accepted.
+const MAX_REPORT: usize = 1 << 30;
+
 fn failed(message: String) -> Failure {
     Failure { code: 1, message }
 }
@@ -268,6 +271,9 @@ pub async fn import(c: &mut Client, file: &Path, options: ImportOptions, json: b
         }
     });
     let what = format!("importing {}", file.display());
+    // The report lists every conflicting row: past gRPC's default 4 MiB for large
+    // imports.
+    let mut c = c.clone().max_decoding_message_size(MAX_REPORT);
     let response = c.import(tokio_stream::wrappers::ReceiverStream::new(rx)).await;
     let result = match response {
         Ok(stream) => follow(stream.into_inner(), &what).await,

@@ -235,3 +235,97 @@ fn open_target(path: &Path, busy_timeout: std::time::Duration) -> Result<Connect
 pub fn recover(state_dir: &Path) -> std::io::Result<Vec<String>> {
     selective_import::journal::recover(&state_dir.join(JOURNAL_DIR))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ops::export::{ExportRequest, export};
+    use crate::ops::testing::TestCtx;
+
+    const PROFILE: &str = "[[job.export]]\nname = \"all\"\n[job.export.tables]\nt = \"1\"\n";
+
+    fn setup() -> (tempfile::TempDir, TestCtx) {
+        let src = tempfile::tempdir().unwrap();
+        let db = src.path().join("app.db");
+        crate::source::sqlite::test_db::make_db(&db, true);
+        let t = TestCtx::new(&db, &[], PROFILE);
+        (src, t)
+    }
+
+    fn stage(ctx: &Ctx, name: &str) -> PathBuf {
+        let dir = ctx.store.staging_dir().join(name);
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
+    #[test]
+    fn a_dry_run_and_a_real_import_agree_and_a_real_one_is_backed_up_first() {
+        let (_src, t) = setup();
+        let ctx = t.ctx();
+        let req = ExportRequest {
+            job: "app".into(),
+            profile: "all".into(),
+            params: Vec::new(),
+        };
+        let exported = export(&ctx, &req, &mut |_| {}).unwrap();
+        let conn = Connection::open(&ctx.job("app").unwrap().sqlite().unwrap().path).unwrap();
+        conn.execute_batch("UPDATE t SET v = 'changed' WHERE id = 1")
+            .unwrap();
+        drop(conn);
+        let dir = stage(&ctx, "import-a");
+        let dry = import(
+            &ctx,
+            "app",
+            &exported.path,
+            &dir,
+            ConflictPolicy::Overwrite,
+            true,
+            &mut |_| {},
+        )
+        .unwrap();
+        assert!(dry.safety_backup_id.is_none());
+        assert!(ctx.catalog.list_backups(None).unwrap().is_empty());
+        let dir = stage(&ctx, "import-b");
+        let real = import(
+            &ctx,
+            "app",
+            &exported.path,
+            &dir,
+            ConflictPolicy::Overwrite,
+            false,
+            &mut |_| {},
+        )
+        .unwrap();
+        assert_eq!(dry.report, real.report);
+        assert_eq!(real.report.tables[0].overwritten, 1);
+        let backups = ctx.catalog.list_backups(Some("app")).unwrap();
+        assert_eq!(backups.len(), 1);
+        assert!(backups[0].protected && backups[0].note == "pre-import");
+        assert_eq!(Some(backups[0].id.clone()), real.safety_backup_id);
+    }
+
+    #[test]
+    fn a_backup_is_not_an_export_file() {
+        let (_src, t) = setup();
+        let ctx = t.ctx();
+        let record = backup::take(&ctx, ctx.job("app").unwrap(), "", false, &mut |_| {}).unwrap();
+        let archive = ctx.store.paths("app", &record.id).archive;
+        let dir = stage(&ctx, "import-c");
+        let err = import(
+            &ctx,
+            "app",
+            &archive,
+            &dir,
+            ConflictPolicy::Skip,
+            true,
+            &mut |_| {},
+        )
+        .unwrap_err();
+        assert!(
+            err.to_string()
+                .starts_with("the file is a backup, not an export file"),
+            "{err}"
+        );
+        assert_eq!(err.kind(), crate::error::ErrorKind::Invalid);
+    }
+}

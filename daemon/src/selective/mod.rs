@@ -1,4 +1,7 @@
-//! Selective export and import of SQLite rows and media files (`[[job.export]]`).
+//! Selective export and import of SQLite rows and media files (`[[job.export]]`):
+//! the logic, with no knowledge of jobs, archives, the catalog or gRPC. The config
+//! loader validates profiles with it, `ops::export` and `ops::import` drive it; it
+//! uses nothing of the daemon but [`crate::fsutil`] (the import journal's writes).
 //!
 //! # Layout
 //! - [`profile`]: the `[[job.export]]` config structs, syntax validation, and
@@ -8,7 +11,9 @@
 //! - [`select`]: export, database side: selected rows (+ parents) into a new SQLite file.
 //! - [`media`]: export media selection; import media plan, crash-safe apply with undo.
 //! - [`import`]: hostile export file opening, planning (new / identical /
-//!   conflicting → skip / overwrite / rename), dry run, apply in one transaction.
+//!   conflicting → skip / overwrite / rename), dry run, apply in one transaction,
+//!   and the journal ([`import::journal`]) that makes an interrupted import's media
+//!   recoverable at start-up.
 //! - `sql`: identifier quoting, a hashable SQLite value, schema introspection.
 //!
 //! # Flow
@@ -17,8 +22,9 @@
 //! packs `db/<name>`, `media/<n>/...` and a v2 manifest into a `.tar.zst`.
 //!
 //! Import: the daemon verifies and extracts the file, looks up the target job's
-//! profile by the manifest's profile name, takes the safety backup, then calls
-//! [`import::dry_run`] or [`import::run`] with an [`import::ImportRequest`].
+//! profile by the manifest's profile name, calls [`import::dry_run`], and for a real
+//! import takes the safety backup and calls [`import::run`] with an
+//! [`import::ImportRequest`] and a [`import::JournalTarget`].
 
 pub mod graph;
 pub mod import;
