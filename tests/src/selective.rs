@@ -158,6 +158,8 @@ pub fn txt(s: &str) -> SqlValue {
 /// another page), menu_items (a tree: `parent_id` references its own table), users;
 /// uploads under `sites/<id>/`; an audit table filled by a trigger, and a view.
 pub mod cms {
+    use std::os::unix::ffi::OsStrExt;
+
     use super::SqlApp;
 
     pub const SCHEMA: &str = r#"
@@ -213,14 +215,18 @@ INSERT INTO menu_items VALUES (1, 1, NULL, 1, 'Home', 1), (2, 1, NULL, NULL, 'Mo
                               (4, 1, 2, 3, 'Blog', 2), (5, 2, NULL, 4, 'Home', 1), (6, 2, 5, 5, 'About', 1);
 "#;
 
-    /// The source instance, with three sites, their uploads, a shared file, another
-    /// site whose id starts with 1 (`sites/11`) and a symlink out of the media dir.
+    /// The source instance, with three sites, their uploads (one with a name that is
+    /// not UTF-8), a shared file, another site whose id starts with 1 (`sites/11`) and
+    /// a symlink out of the media dir.
     pub fn source() -> SqlApp {
         let app = SqlApp::new(SCHEMA);
         app.exec(SEED);
         app.file("sites/1/logo.png", b"alpha logo");
         app.file("sites/1/uploads/hero.jpg", b"hero");
         app.file("sites/1/uploads/2024/post.jpg", b"post");
+        // A Latin-1 name, not UTF-8: it travels byte for byte.
+        let latin1 = std::ffi::OsStr::from_bytes(b"sites/1/caf\xe9.txt");
+        std::fs::write(app.media.join(latin1), b"cafe").unwrap();
         app.file("sites/2/logo.png", b"beta logo");
         app.file("sites/11/logo.png", b"eleven");
         app.file("shared/favicon.ico", b"icon");

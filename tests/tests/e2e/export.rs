@@ -16,6 +16,7 @@
 
 use std::collections::BTreeMap;
 use std::fs;
+use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
 use coffer_tests::selective::{SqlApp, cms, int, mediaserver, query, registry, tree, txt};
@@ -131,7 +132,7 @@ fn an_export_of_one_site_holds_exactly_its_rows_and_files() {
     assert_eq!(summary["params"], serde_json::json!({"site": "1"}));
     assert_eq!(
         (summary["media-files"].as_u64(), summary["media-skipped"].as_u64()),
-        (Some(3), Some(1))
+        (Some(4), Some(1))
     );
     assert_eq!(summary["sha256"], sha256_file(&file));
     assert_eq!(summary["size"], fs::metadata(&file).unwrap().len());
@@ -177,11 +178,15 @@ fn an_export_of_one_site_holds_exactly_its_rows_and_files() {
     assert_eq!(
         files,
         [
+            "sites/1/caf\u{fffd}.txt",
             "sites/1/logo.png",
             "sites/1/uploads/2024/post.jpg",
             "sites/1/uploads/hero.jpg"
         ]
     );
+    // The name that is not UTF-8 is in the archive byte for byte.
+    let latin1 = x.join(std::ffi::OsStr::from_bytes(b"media/0/sites/1/caf\xe9.txt"));
+    assert_eq!(fs::read(latin1).unwrap(), b"cafe");
 
     // Not a backup: not listed; nothing left in staging; audited with its rows.
     assert!(d.list(None).is_empty());
@@ -267,7 +272,11 @@ fn an_export_of_one_site_holds_exactly_its_rows_and_files() {
 /// A daemon over the CMS source (job `cms`) and `targets` (job name, instance),
 /// with the site profile everywhere, and the export of site 1.
 fn cms_setup(targets: &[(&str, &SqlApp)]) -> (SqlApp, Daemon, tempfile::TempDir, PathBuf) {
-    let src = cms::source();
+    cms_setup_with(cms::source(), targets)
+}
+
+/// [`cms_setup`] over a given source instance.
+fn cms_setup_with(src: SqlApp, targets: &[(&str, &SqlApp)]) -> (SqlApp, Daemon, tempfile::TempDir, PathBuf) {
     let mut jobs = src.job("cms", cms::PROFILE);
     for (name, app) in targets {
         jobs.push_str(&app.job(name, cms::PROFILE));
@@ -316,7 +325,7 @@ fn an_import_into_an_empty_instance_reproduces_the_site() {
     for t in again["tables"].as_array().unwrap() {
         assert_eq!(t["identical"], t["rows"], "{t}");
     }
-    assert_eq!(again["media"]["identical"], 3);
+    assert_eq!(again["media"]["identical"], 4);
 }
 
 /// The safety backup named by the newest audit entry of an import.
@@ -355,7 +364,7 @@ fn conflicts_skip_keeps_overwrite_replaces_rename_keeps_both() {
     );
     assert_eq!(table(&report, "pages")["skipped"], 3);
     assert_eq!(report["param-fates"]["site"]["fate"], "skipped");
-    assert_eq!(report["media"]["skipped"], 3);
+    assert_eq!(report["media"]["skipped"], 4);
 
     // rename: both kept, every reference and media path follows the new keys.
     let before = rename.dump();
@@ -398,7 +407,11 @@ fn conflicts_skip_keeps_overwrite_replaces_rename_keeps_both() {
     assert_eq!(files["sites/3/logo.png"], "alpha logo");
     assert_eq!(files["sites/3/uploads/2024/post.jpg"], "post");
     assert_eq!(files["sites/1/logo.png"], "other logo");
-    assert_eq!(report["media"]["renamed"], 3);
+    assert_eq!(report["media"]["renamed"], 4);
+    let latin1 = rename
+        .media
+        .join(std::ffi::OsStr::from_bytes(b"sites/3/caf\xe9.txt"));
+    assert_eq!(fs::read(latin1).unwrap(), b"cafe");
 
     // overwrite: the rows the file carries become equal to it; nothing is deleted.
     let report = dry_run_then_import(&d, &file, &edited, "overwrite", "overwrite");
@@ -617,7 +630,14 @@ fn hostile_export_files_are_refused_and_change_nothing() {
     let target = SqlApp::new(cms::SCHEMA);
     target.exec("INSERT INTO users VALUES (50, 'canary@x', 'Canary');");
     target.file("sites/7/keep.txt", b"keep");
-    let (_src, d, dir, file) = cms_setup(&[("target", &target)]);
+    // The archive builders here take UTF-8 names only.
+    let src = cms::source();
+    fs::remove_file(
+        src.media
+            .join(std::ffi::OsStr::from_bytes(b"sites/1/caf\xe9.txt")),
+    )
+    .unwrap();
+    let (_src, d, dir, file) = cms_setup_with(src, &[("target", &target)]);
     let items = unpack(&file);
     let cases: Vec<(&str, Vec<u8>, &str)> = vec![
         (

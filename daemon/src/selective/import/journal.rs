@@ -65,9 +65,89 @@ enum State {
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 struct Step {
+    #[serde(with = "path_text")]
     dest: PathBuf,
+    #[serde(with = "path_text")]
     partial: PathBuf,
+    #[serde(with = "opt_path_text")]
     aside: Option<PathBuf>,
+}
+
+/// Paths in the journal: as text when they are UTF-8 (readable by the admin who is
+/// told to look), else as `{"hex": "<bytes>"}` — media names need not be UTF-8.
+mod path_text {
+    use std::ffi::OsStr;
+    use std::os::unix::ffi::OsStrExt;
+    use std::path::{Path, PathBuf};
+
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    #[derive(Serialize, Deserialize)]
+    #[serde(untagged)]
+    pub(super) enum Text {
+        Utf8(String),
+        Bytes { hex: String },
+    }
+
+    pub(super) fn text(path: &Path) -> Text {
+        match path.to_str() {
+            Some(s) => Text::Utf8(s.to_owned()),
+            None => Text::Bytes {
+                hex: super::hex(path.as_os_str().as_bytes()),
+            },
+        }
+    }
+
+    pub(super) fn path<E: serde::de::Error>(text: Text) -> Result<PathBuf, E> {
+        match text {
+            Text::Utf8(s) => Ok(PathBuf::from(s)),
+            Text::Bytes { hex } => super::unhex(&hex)
+                .map(|b| PathBuf::from(OsStr::from_bytes(&b)))
+                .ok_or_else(|| E::custom("a path's hex is not valid")),
+        }
+    }
+
+    pub fn serialize<S: Serializer>(p: &Path, s: S) -> Result<S::Ok, S::Error> {
+        text(p).serialize(s)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<PathBuf, D::Error> {
+        path(Text::deserialize(d)?)
+    }
+}
+
+/// [`path_text`] for a list of paths.
+mod paths_text {
+    use std::path::PathBuf;
+
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    use super::path_text::{Text, path, text};
+
+    pub fn serialize<S: Serializer>(p: &[PathBuf], s: S) -> Result<S::Ok, S::Error> {
+        p.iter().map(|p| text(p)).collect::<Vec<_>>().serialize(s)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<PathBuf>, D::Error> {
+        Vec::<Text>::deserialize(d)?.into_iter().map(path).collect()
+    }
+}
+
+/// [`path_text`] for an optional path.
+mod opt_path_text {
+    use std::path::PathBuf;
+
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    use super::path_text::{Text, path, text};
+
+    pub fn serialize<S: Serializer>(p: &Option<PathBuf>, s: S) -> Result<S::Ok, S::Error> {
+        p.as_deref().map(text).serialize(s)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<PathBuf>, D::Error> {
+        Option::<Text>::deserialize(d)?.map(path).transpose()
+    }
 }
 
 /// A value of the probe row, lossless (text may be any bytes, reals any bits).
@@ -216,6 +296,7 @@ struct Record {
     state: State,
     steps: Vec<Step>,
     /// Directories the import creates, parents first.
+    #[serde(with = "paths_text")]
     dirs: Vec<PathBuf>,
     probe: Option<Probe>,
 }
@@ -450,6 +531,24 @@ mod tests {
         }
         assert_eq!(unhex("abc"), None);
         assert_eq!(unhex("zz"), None);
+    }
+
+    #[test]
+    fn paths_that_are_not_utf8_round_trip() {
+        use std::os::unix::ffi::OsStrExt;
+        let latin1 = PathBuf::from(std::ffi::OsStr::from_bytes(b"/m/caf\xe9.txt"));
+        let step = Step {
+            dest: latin1.clone(),
+            partial: PathBuf::from("/m/p"),
+            aside: Some(latin1.clone()),
+        };
+        let json = serde_json::to_string(&step).unwrap();
+        assert!(
+            json.contains(r#""partial":"/m/p""#) && json.contains(r#"{"hex":"2f6d2f636166e92e747874"}"#),
+            "{json}"
+        );
+        let back: Step = serde_json::from_str(&json).unwrap();
+        assert_eq!((back.dest, back.aside), (latin1.clone(), Some(latin1)));
     }
 
     fn record(dir: &Path, state: State, probe: Option<Probe>, database: &Path) -> Record {
