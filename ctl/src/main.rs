@@ -9,6 +9,7 @@
 //! - [`output`]: tables and JSON documents.
 //! - [`progress`]: progress bars on a TTY, plain lines otherwise.
 //! - [`transfer`]: download and upload of archives, confirmation prompts.
+//! - [`selective`]: selective export and import files.
 
 /// `println!` for stdout that ends cofferctl quietly when the reader has gone
 /// (`cofferctl list | head`), as a program killed by SIGPIPE would, instead of
@@ -22,6 +23,7 @@ macro_rules! outln {
 mod health;
 mod output;
 mod progress;
+mod selective;
 mod transfer;
 
 use std::path::PathBuf;
@@ -132,6 +134,35 @@ enum Command {
         /// Also run SQLite's integrity and foreign-key checks on the database.
         #[arg(long)]
         deep: bool,
+    },
+    /// Export the rows and files an export profile of JOB selects into FILE.
+    Export {
+        job: String,
+        /// One of the job's [[job.export]] profiles.
+        profile: String,
+        /// A parameter of the profile (repeat for each).
+        #[arg(long = "param", value_name = "NAME=VALUE")]
+        params: Vec<String>,
+        #[arg(short, long)]
+        output: PathBuf,
+        /// Overwrite FILE if it exists.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Import an export file into JOB (after a pinned safety backup).
+    Import {
+        file: PathBuf,
+        #[arg(long)]
+        job: String,
+        /// What to do with rows and files that exist in another form.
+        #[arg(long, value_parser = ["skip", "overwrite", "rename"])]
+        on_conflict: String,
+        /// Report what the import would do; change nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Confirm the import.
+        #[arg(long)]
+        yes: bool,
     },
 }
 
@@ -339,8 +370,38 @@ async fn dispatch(c: &mut Client, command: Command, json: bool) -> Result<()> {
             .await?;
             output::verified(&verified, json);
         }
+        cmd @ (Command::Export { .. } | Command::Import { .. }) => selective_command(c, cmd, json).await?,
     }
     Ok(())
+}
+
+/// `export` and `import`.
+async fn selective_command(c: &mut Client, command: Command, json: bool) -> Result<()> {
+    match command {
+        Command::Export {
+            job,
+            profile,
+            params,
+            output: file,
+            force,
+        } => selective::export(c, (job, profile, params), &file, force, json).await,
+        Command::Import {
+            file,
+            job,
+            on_conflict,
+            dry_run,
+            yes,
+        } => {
+            let options = selective::ImportOptions {
+                job,
+                on_conflict,
+                dry_run,
+                yes,
+            };
+            selective::import(c, &file, options, json).await
+        }
+        _ => Ok(()),
+    }
 }
 
 /// `restore`: in place (after confirmation) or into `--to`.

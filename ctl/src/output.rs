@@ -34,7 +34,7 @@ fn output_failed(e: std::io::Error) -> ! {
     std::process::exit(1);
 }
 
-fn print_json(value: &impl Serialize) {
+pub(crate) fn print_json(value: &impl Serialize) {
     use std::io::Write;
     let mut out = std::io::BufWriter::with_capacity(1 << 16, std::io::stdout().lock());
     let written = serde_json::to_writer_pretty(&mut out, value)
@@ -185,7 +185,7 @@ fn skipped_text(b: &proto::Backup) -> String {
 }
 
 /// Prints rows as columns separated by two spaces, the first row a header.
-fn table(rows: &[Vec<String>]) {
+pub(crate) fn table(rows: &[Vec<String>]) {
     let Some(width) = rows.iter().map(Vec::len).max() else {
         return;
     };

@@ -24,11 +24,14 @@ use crate::catalog::{BackupRecord, Catalog, JobStats, RunEnd, RunRecord};
 use crate::config::Config;
 use crate::error::Error;
 use crate::ops::drill::Drilled;
+use crate::ops::export::{ExportRequest, Exported};
+use crate::ops::import::Imported;
 use crate::ops::prune::Pruned;
 use crate::ops::restore::{Only, Restored};
 use crate::ops::verify::Verified;
 use crate::ops::{self, CounterValues, Counters, Ctx, Host};
 use crate::run::{Event, Phase, RunKind, RunStatus};
+use crate::selective::ConflictPolicy;
 use crate::store::LocalStore;
 
 /// A progress callback that outlives the call that made it (runs on another thread).
@@ -495,5 +498,65 @@ impl Engine {
     /// The staging directory.
     pub fn staging_dir(&self) -> &Path {
         self.store.staging_dir()
+    }
+
+    /// A selective export (a recorded run of kind export, with a slot; it only
+    /// reads, so no job claim). The returned file stays in staging until dropped.
+    pub async fn export(
+        self: &Arc<Self>,
+        request: ExportRequest,
+        cancel: CancellationToken,
+        mut progress: ProgressFn,
+    ) -> Result<Exported, Error> {
+        let guard = self.guard(None, &cancel, &mut *progress).await?;
+        self.on_thread(cancel, move |engine, cancel| {
+            let _guard = guard;
+            engine.with_ctx(cancel, |ctx| {
+                engine.record(
+                    RunKind::Export,
+                    &request.job,
+                    false,
+                    cancel,
+                    || ops::export::export(ctx, &request, &mut *progress),
+                    |e| (String::new(), e.size),
+                )
+            })
+        })
+        .await
+    }
+
+    /// A selective import of the export file `file` (received into the staging
+    /// directory `stage`) into `job`: a recorded run of kind import with a slot,
+    /// and — unless a dry run, which only reads — a claim on the job.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn import(
+        self: &Arc<Self>,
+        job: String,
+        file: PathBuf,
+        stage: PathBuf,
+        policy: ConflictPolicy,
+        dry_run: bool,
+        cancel: CancellationToken,
+        mut progress: ProgressFn,
+    ) -> Result<Imported, Error> {
+        let claim = match dry_run {
+            true => None,
+            false => Some(self.claim(&job)?),
+        };
+        let guard = self.guard(claim, &cancel, &mut *progress).await?;
+        self.on_thread(cancel, move |engine, cancel| {
+            let _guard = guard;
+            engine.with_ctx(cancel, |ctx| {
+                engine.record(
+                    RunKind::Import,
+                    &job,
+                    !dry_run,
+                    cancel,
+                    || ops::import::import(ctx, &job, &file, &stage, policy, dry_run, &mut *progress),
+                    |i| (i.safety_backup_id.clone().unwrap_or_default(), 0),
+                )
+            })
+        })
+        .await
     }
 }

@@ -14,6 +14,11 @@ use coffer_common::ids;
 
 use crate::archive::ArchiveError;
 use crate::catalog::CatalogError;
+use crate::selective::ExportError;
+use crate::selective::graph::GraphError;
+use crate::selective::import::ImportError;
+use crate::selective::media::MediaError;
+use crate::selective::select::SelectError;
 use crate::source::SourceError;
 use crate::store::StoreError;
 
@@ -106,6 +111,12 @@ pub enum Error {
     Cancelled,
     #[error("internal error: {0}")]
     Internal(String),
+    #[error(transparent)]
+    Export(#[from] ExportError),
+    #[error(transparent)]
+    Import(#[from] ImportError),
+    #[error("the safety backup before the import failed ({0}); nothing was imported")]
+    ImportSafetyBackup(Box<Error>),
 }
 
 impl Error {
@@ -163,6 +174,9 @@ impl Error {
             Error::SafetyBackup(inner) => inner.kind(),
             Error::Cancelled => K::Cancelled,
             Error::Internal(_) => K::Internal,
+            Error::Export(e) => export_kind(e),
+            Error::Import(e) => import_kind(e),
+            Error::ImportSafetyBackup(inner) => inner.kind(),
         }
     }
 
@@ -178,9 +192,97 @@ impl Error {
             Error::Catalog(e) => e.is_disk_full(),
             Error::Store(StoreError::NoSpace(_)) => true,
             Error::Store(StoreError::Io { source, .. }) => source.raw_os_error() == Some(nix::libc::ENOSPC),
-            Error::SafetyBackup(inner) => inner.is_disk_full(),
+            Error::SafetyBackup(inner) | Error::ImportSafetyBackup(inner) => inner.is_disk_full(),
+            Error::Export(ExportError::Select(
+                SelectError::Write { source, .. } | SelectError::Output { source, .. },
+            )) => sqlite_full(source),
+            Error::Export(ExportError::Media(MediaError::Write { source, .. }))
+            | Error::Import(ImportError::Media(MediaError::Write { source, .. }))
+            | Error::Import(ImportError::Journal { source, .. }) => {
+                source.raw_os_error() == Some(nix::libc::ENOSPC)
+            }
+            Error::Import(ImportError::Target { source, .. } | ImportError::Transaction(source)) => {
+                sqlite_full(source)
+            }
             _ => false,
         }
+    }
+}
+
+fn sqlite_full(e: &rusqlite::Error) -> bool {
+    e.sqlite_error_code() == Some(rusqlite::ErrorCode::DiskFull)
+}
+
+fn sqlite_kind(e: &rusqlite::Error) -> ErrorKind {
+    match e.sqlite_error_code() {
+        Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked) => ErrorKind::Conflict,
+        Some(rusqlite::ErrorCode::CannotOpen | rusqlite::ErrorCode::PermissionDenied) => {
+            ErrorKind::Precondition
+        }
+        _ => ErrorKind::Internal,
+    }
+}
+
+/// The kind of a failed export: bad parameters and a profile that does not fit the
+/// live schema are the caller's or the config's (Invalid).
+fn export_kind(e: &ExportError) -> ErrorKind {
+    match e {
+        ExportError::Profile(_) => ErrorKind::Invalid,
+        ExportError::Select(e) => match e {
+            SelectError::Schema(GraphError::Sqlite(e)) => sqlite_kind(e),
+            SelectError::Schema(_) | SelectError::BadCondition { .. } | SelectError::UnboundParam { .. } => {
+                ErrorKind::Invalid
+            }
+            SelectError::Cancelled => ErrorKind::Cancelled,
+            SelectError::Read { source, .. } => sqlite_kind(source),
+            _ => ErrorKind::Internal,
+        },
+        ExportError::Media(e) => media_kind(e),
+    }
+}
+
+fn media_kind(e: &MediaError) -> ErrorKind {
+    match e {
+        MediaError::Glob { .. } => ErrorKind::Invalid,
+        // What an export file says about its files, refused.
+        MediaError::UnknownRoot { .. } | MediaError::UnsafePath { .. } | MediaError::NotSelected { .. } => {
+            ErrorKind::DataLoss
+        }
+        MediaError::Destination { .. } => ErrorKind::Precondition,
+        MediaError::NoFreeName { .. } => ErrorKind::Conflict,
+        MediaError::Walk { source, .. } | MediaError::Write { source, .. } => io_kind(source),
+        MediaError::Rollback { .. } => ErrorKind::Internal,
+        MediaError::Cancelled => ErrorKind::Cancelled,
+    }
+}
+
+/// The kind of a failed import: a file that is damaged or hostile is DataLoss, one
+/// that does not fit the target (schema, profile, constraints) Precondition.
+fn import_kind(e: &ImportError) -> ErrorKind {
+    use ImportError as I;
+    match e {
+        I::ExportDbUnreadable { .. }
+        | I::ExportDbDamaged { .. }
+        | I::ForeignObject { .. }
+        | I::TableNotAllowed { .. }
+        | I::ExportChanged { .. } => ErrorKind::DataLoss,
+        I::Params(_)
+        | I::ColumnMissing { .. }
+        | I::ColumnExtra { .. }
+        | I::NoRowIdentity { .. }
+        | I::WriteRow { .. }
+        | I::ForeignKey { .. }
+        | I::NoFreeValue { .. } => ErrorKind::Precondition,
+        I::Schema(GraphError::Sqlite(e)) => sqlite_kind(e),
+        I::Schema(_) => ErrorKind::Precondition,
+        I::Media(e) => media_kind(e),
+        I::Blocked { .. } => ErrorKind::Conflict,
+        I::Target { source, .. } | I::ReadExport { source, .. } | I::Transaction(source) => {
+            sqlite_kind(source)
+        }
+        I::Journal { source, .. } => io_kind(source),
+        I::MediaCommit(_) | I::MediaRollback(_) => ErrorKind::Internal,
+        I::Cancelled => ErrorKind::Cancelled,
     }
 }
 

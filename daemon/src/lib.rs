@@ -16,7 +16,7 @@
 //! - [`engine`]: the facade every run goes through: config swap, run guard (job claim
 //!   + `max-concurrent-runs` slot for every kind of run), run records, counters.
 //! - [`ops`]: one module per operation (backup, verify, restore, upload, download,
-//!   prune, delete), each a blocking function of an [`ops::Ctx`].
+//!   prune, delete, export, import), each a blocking function of an [`ops::Ctx`].
 //! - [`source`]: where a backup's database part comes from ([`source::Source`]: SQLite
 //!   today) and the media walk.
 //! - [`archive`]: the `.tar.zst` writer, the verifying reader, safe extraction.
@@ -26,6 +26,9 @@
 //! - [`catalog`]: the daemon's own SQLite (backups, runs, audit), migrations,
 //!   reconciliation with the local store.
 //! - [`policy`]: pure retention and schedule logic.
+//! - [`selective`]: selective export and import (`[[job.export]]` profiles, row
+//!   selection, import planning and apply, the import journal); used by `config`
+//!   and `ops`, using only `fsutil`.
 //! - [`config`]: load and validate `cofferd.toml`; [`error`]: the one error type and
 //!   its kinds; [`run`]: run kinds, statuses, phases and progress events; [`fsutil`]:
 //!   crash-safe file writing.
@@ -45,6 +48,7 @@ pub mod ops;
 pub mod policy;
 pub mod run;
 pub mod scheduler;
+pub mod selective;
 pub mod server;
 pub mod source;
 pub mod store;

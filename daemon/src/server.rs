@@ -3,7 +3,8 @@
 //!
 //! Start-up order: create the state, staging and backup directories; take an
 //! exclusive lock on `<socket>.lock` (a second cofferd fails here, before touching
-//! anything); sweep `.partial` files and staging leftovers; open and reconcile the
+//! anything); sweep `.partial` files and staging leftovers; finish or undo in-place
+//! restores and imports a crash interrupted (their journals); open and reconcile the
 //! catalog; take the listener from systemd (socket activation, `LISTEN_FDS`) or bind
 //! the socket — replacing a stale socket file only if it really is a socket — with
 //! `socket-mode` and `socket-group`; start the scheduler and the health task; tell
@@ -112,6 +113,11 @@ fn open_catalog(config: &Config) -> anyhow::Result<Catalog> {
         crate::ops::restore::recover(&daemon.state_dir).context("cannot recover an interrupted restore")?
     {
         tracing::info!(id, "recovered an interrupted in-place restore");
+    }
+    for id in
+        crate::ops::import::recover(&daemon.state_dir).context("cannot recover an interrupted import")?
+    {
+        tracing::info!(id, "recovered the media of an interrupted import");
     }
     let catalog = Catalog::open(&daemon.state_dir.join("catalog.db"))?;
     catalog.fail_interrupted_runs(chrono::Utc::now().timestamp())?;

@@ -165,6 +165,7 @@ fn blank_manifest() -> Manifest {
         entries: Vec::new(),
         skipped: Vec::new(),
         totals: Totals::default(),
+        export: None,
     }
 }
 

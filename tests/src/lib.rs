@@ -21,9 +21,10 @@
 //! Modules: [`process`] (binaries, timeouts), [`daemon`] ([`Daemon`], [`Tmpfs`]),
 //! [`app`] (application data), [`ledger`] (transactional writers), [`archives`]
 //! (reading archives by hand), [`compare`] (databases and trees), [`files`] (hashes,
-//! listings), [`servers`] (real PostgreSQL, MariaDB, S3 servers and age/SSH keys for the
-//! stage-2 tests; installed by `tests/test-deps.sh`). Everything but `servers` is
-//! re-exported at the crate root.
+//! listings), [`selective`] (three apps with export profiles for the selective export
+//! and import tests), [`servers`] (real PostgreSQL, MariaDB, S3 servers and age/SSH keys for the
+//! stage-2 tests; installed by `tests/test-deps.sh`). Everything but `servers` and
+//! `selective` (whose names are generic) is re-exported at the crate root.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 pub mod app;
@@ -33,6 +34,7 @@ pub mod daemon;
 pub mod files;
 pub mod ledger;
 pub mod process;
+pub mod selective;
 pub mod servers;
 
 pub use app::*;

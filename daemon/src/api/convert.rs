@@ -101,12 +101,17 @@ pub fn phase(phase: Phase) -> proto::Phase {
 /// A progress event on the wire.
 pub fn progress_message(e: Event) -> proto::BackupEvent {
     proto::BackupEvent {
-        event: Some(proto::backup_event::Event::Progress(proto::Progress {
-            phase: phase(e.phase).into(),
-            bytes_done: e.done,
-            bytes_total: e.total,
-            message: e.message,
-        })),
+        event: Some(proto::backup_event::Event::Progress(progress(e))),
+    }
+}
+
+/// The progress message of an event.
+pub fn progress(e: Event) -> proto::Progress {
+    proto::Progress {
+        phase: phase(e.phase).into(),
+        bytes_done: e.done,
+        bytes_total: e.total,
+        message: e.message,
     }
 }
 

@@ -8,10 +8,12 @@
 //! - [`status`]: the `GetStatus` / `ListJobs` answers.
 //! - [`health`]: keeps grpc.health.v1 per-job statuses current.
 //! - [`metrics`]: the Prometheus text exposition.
+//! - [`selective`]: the streams of the selective export and import RPCs.
 
 pub mod auth;
 pub mod convert;
 pub mod health;
 pub mod metrics;
+pub mod selective;
 pub mod service;
 pub mod status;

@@ -56,7 +56,13 @@ async fn audit<T>(
 }
 
 /// Writes an audit entry (`error` if the action failed) off the reactor.
-async fn audit_error(engine: &Arc<Engine>, actor: String, action: &str, target: &str, error: Option<String>) {
+pub(super) async fn audit_error(
+    engine: &Arc<Engine>,
+    actor: String,
+    action: &str,
+    target: &str,
+    error: Option<String>,
+) {
     let (engine, action, target) = (engine.clone(), action.to_owned(), target.to_owned());
     let _ =
         tokio::task::spawn_blocking(move || engine.audit(&actor, &action, &target, error.as_deref())).await;
@@ -499,9 +505,39 @@ impl Coffer for CofferService {
             },
         ))
     }
+
+    type ExportStream = super::selective::ExportStream;
+
+    async fn export(
+        &self,
+        req: Request<proto::ExportRequest>,
+    ) -> Result<Response<super::selective::ExportStream>, Status> {
+        let peer = self.allow(&req, Role::Admin, "export", "export data")?;
+        Ok(self.streams().export(peer, req.into_inner()))
+    }
+
+    type ImportStream = super::selective::ImportStream;
+
+    async fn import(
+        &self,
+        req: Request<tonic::Streaming<proto::ImportChunk>>,
+    ) -> Result<Response<super::selective::ImportStream>, Status> {
+        let peer = self.allow(&req, Role::Admin, "import", "import data")?;
+        Ok(self.streams().import(peer, req.into_inner()))
+    }
 }
 
 impl CofferService {
+    /// What the selective export and import streams need.
+    fn streams(&self) -> super::selective::Streams {
+        super::selective::Streams {
+            engine: self.engine.clone(),
+            health: self.health.clone(),
+            tasks: self.tasks.clone(),
+            shutdown: self.shutdown.clone(),
+        }
+    }
+
     /// Receives an upload into the backup dir, then verifies and catalogues it.
     async fn receive_upload(
         &self,

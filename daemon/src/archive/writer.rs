@@ -297,6 +297,7 @@ mod tests {
             entries: Vec::new(),
             skipped: Vec::new(),
             totals: Totals::default(),
+            export: None,
         }
     }
 

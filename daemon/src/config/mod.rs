@@ -16,11 +16,13 @@ use std::time::Duration;
 use serde::Deserialize;
 
 pub mod drill;
+mod export;
 
 pub use drill::DrillConfig;
 
 use crate::policy::retention::Policy;
 use crate::policy::schedule::Schedule;
+use crate::selective::profile::{ExportProfile, RawExportProfile};
 
 /// Where the config is read from when neither `--config` nor `$COFFER_CONFIG` is given.
 pub const DEFAULT_CONFIG: &str = "/etc/coffer/cofferd.toml";
@@ -145,6 +147,8 @@ pub struct JobConfig {
     pub hooks: Hooks,
     /// Restore drills (`[job.drill]`).
     pub drill: DrillConfig,
+    /// `[[job.export]]`: selective export profiles (syntax checked).
+    pub exports: Vec<ExportProfile>,
 }
 
 /// `[job.hooks]`: argv arrays run without a shell.
@@ -258,6 +262,8 @@ struct RawJob {
     hooks: RawHooks,
     #[serde(default)]
     drill: drill::RawDrill,
+    #[serde(default)]
+    export: Vec<RawExportProfile>,
 }
 
 #[derive(Deserialize, Default)]
@@ -519,6 +525,7 @@ impl Validator<'_> {
         let exclude =
             crate::policy::exclude::Exclude::new(&raw.exclude).map_err(|e| self.err(key("exclude"), e))?;
         let drill = self.drill(&name, raw.drill, timezone_name)?;
+        let exports = self.exports(&key, &raw.export)?;
         Ok(JobConfig {
             drill,
             source,
@@ -533,6 +540,7 @@ impl Validator<'_> {
             catch_up: raw.catch_up.unwrap_or(true),
             retention,
             hooks,
+            exports,
             name,
         })
     }

@@ -18,10 +18,14 @@ pub mod paths;
 pub mod sidecar;
 pub mod v1;
 
+use std::collections::BTreeMap;
+
 use serde::{Deserialize, Serialize};
 
 pub use paths::{MANIFEST_PATH, check_entry_path, escape, is_sha256_hex, symlink_stays_inside, unescape};
 pub use sidecar::Sidecar;
+
+use crate::selective::profile::RawExportProfile;
 
 /// The manifest format this build writes.
 pub const FORMAT_VERSION: u32 = 2;
@@ -59,6 +63,26 @@ pub struct Manifest {
     /// (sockets, fifos, devices); `totals.skipped` counts them all. Version 2.
     pub skipped: Vec<SkippedEntry>,
     pub totals: Totals,
+    /// What an export holds (kind `export` only; a backup has none).
+    pub export: Option<ExportInfo>,
+}
+
+/// The `export` section of an export's manifest: the profile it was made with (as
+/// the exporting job configured it: a record, not what an import trusts), the
+/// parameter values, and the rows per table.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct ExportInfo {
+    pub profile: RawExportProfile,
+    pub params: BTreeMap<String, String>,
+    /// Rows per table in the export's database.
+    pub rows: BTreeMap<String, u64>,
+    /// Of those, parent rows added by `follow-foreign-keys`.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub followed: BTreeMap<String, u64>,
+    /// References whose parent row the source did not have (left as they were).
+    #[serde(default)]
+    pub dangling_references: u64,
 }
 
 /// How many skipped entries a manifest names (the count is always complete).
@@ -258,6 +282,9 @@ pub struct RawManifest {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     skipped: Vec<SkippedEntry>,
     totals: Totals,
+    /// Exports only (version 2 and later).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    export: Option<ExportInfo>,
 }
 
 /// A `source` of any version: tagged with its `kind` (v2) or the v1 SQLite shape.
@@ -287,9 +314,19 @@ impl TryFrom<RawManifest> for Manifest {
                 ));
             }
         };
+        let kind = raw.kind.unwrap_or_default();
+        match (kind, &raw.export) {
+            (ArchiveKind::Export, None) => {
+                return Err("a manifest of kind export needs an export section".into());
+            }
+            (ArchiveKind::Backup, Some(_)) => {
+                return Err("a manifest of kind backup has no export section".into());
+            }
+            _ => {}
+        }
         Ok(Manifest {
             format_version: raw.format_version,
-            kind: raw.kind.unwrap_or_default(),
+            kind,
             id: raw.id,
             job: raw.job,
             created_at: raw.created_at,
@@ -300,6 +337,7 @@ impl TryFrom<RawManifest> for Manifest {
             entries: raw.entries,
             skipped: raw.skipped,
             totals: raw.totals,
+            export: raw.export,
         })
     }
 }
@@ -327,6 +365,7 @@ impl From<Manifest> for RawManifest {
             entries: m.entries,
             skipped: m.skipped,
             totals: m.totals,
+            export: m.export,
         }
     }
 }
@@ -366,6 +405,32 @@ mod tests {
         assert!(written.get("sqlite-version").is_none());
         let back: Manifest = serde_json::from_value(written).unwrap();
         assert_eq!(back, sidecar.manifest);
+    }
+
+    #[test]
+    fn an_export_carries_its_section_and_a_backup_none() {
+        let mut sidecar: Sidecar = serde_json::from_str(V1).unwrap();
+        sidecar.manifest.format_version = FORMAT_VERSION;
+        let backup = serde_json::to_value(&sidecar.manifest).unwrap();
+        assert!(backup.get("export").is_none(), "backups are unchanged");
+        let mut export = backup.clone();
+        export["kind"] = "export".into();
+        let err = serde_json::from_value::<Manifest>(export.clone())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("needs an export section"), "{err}");
+        export["export"] = serde_json::json!({
+            "profile": {"name": "site", "params": ["site"], "tables": {"sites": "id = :site"}},
+            "params": {"site": "3"},
+            "rows": {"sites": 1},
+        });
+        let m: Manifest = serde_json::from_value(export.clone()).unwrap();
+        let info = m.export.as_ref().unwrap();
+        assert_eq!((info.params["site"].as_str(), info.rows["sites"]), ("3", 1));
+        assert_eq!(info.profile.name, "site");
+        let mut stray = backup;
+        stray["export"] = export["export"].clone();
+        assert!(serde_json::from_value::<Manifest>(stray).is_err());
     }
 
     #[test]

@@ -231,6 +231,7 @@ impl<'a> BackupRun<'a> {
             entries: Vec::new(),
             skipped: std::mem::take(&mut self.skipped),
             totals: Totals::default(),
+            export: None,
         };
         let (manifest, size, sha256) = writer
             .finish(manifest)

@@ -9,6 +9,8 @@
 //! - [`upload`] / [`download`]: archives in and out.
 //! - [`prune`]: retention; [`delete`]: delete, pin and unpin.
 //! - [`drill`]: restore drills with the job's SQL checks.
+//! - [`export`] / [`import`]: selective export and import (`[[job.export]]`), the
+//!   logic in [`crate::selective`].
 //!
 //! Dependencies run one way: `ops` uses the layers below (source, archive, manifest,
 //! store, catalog, policy) and never the engine or the API.
@@ -17,6 +19,8 @@ pub mod backup;
 pub mod delete;
 pub mod download;
 pub mod drill;
+pub mod export;
+pub mod import;
 pub mod prune;
 pub mod restore;
 pub mod upload;

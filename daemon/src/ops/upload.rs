@@ -16,7 +16,7 @@ use super::verify::{Stage, extract_checked};
 use crate::catalog::BackupRecord;
 use crate::error::Error;
 use crate::fsutil::{self, Cleanup};
-use crate::manifest::Sidecar;
+use crate::manifest::{ArchiveKind, Sidecar};
 use crate::run::{Phase, Progress};
 
 /// Verifies and catalogues the upload at `partial` (see the module doc).
@@ -47,6 +47,12 @@ pub fn catalog_upload(
         size,
         progress,
     )?;
+    if manifest.kind == ArchiveKind::Export {
+        return Err(Error::InvalidArgument(
+            "the uploaded archive is an export file, not a backup; import it with `cofferctl import FILE --job JOB`"
+                .into(),
+        ));
+    }
     let filed_under = job.filter(|j| *j != manifest.job).map(str::to_owned);
     let job = filed_under.as_deref().unwrap_or(&manifest.job);
     if ctx.config.job(job).is_none() {

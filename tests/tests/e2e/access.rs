@@ -182,6 +182,26 @@ fn strangers_readers_and_admins_by_uid() {
         "download backups",
         "admin",
     );
+    assert_denied(
+        as_reader(&["export", "app", "any", "-o", download_to]),
+        READER,
+        "export data",
+        "admin",
+    );
+    assert_denied(
+        as_reader(&[
+            "import",
+            "/dev/null",
+            "--job",
+            "app",
+            "--on-conflict",
+            "skip",
+            "--dry-run",
+        ]),
+        READER,
+        "import data",
+        "admin",
+    );
     assert!(!Path::new(download_to).exists());
     assert!(!out_dir.path().join("r").exists());
 

@@ -37,6 +37,9 @@
 //!   `min-free-space`, a disk filling up mid-archive.
 //! - [`servers`]: the harness's real PostgreSQL, MariaDB and S3 servers start, take
 //!   data, survive SIGKILL and do not clash when run side by side.
+//! - [`export`]: selective export and import with three realistic apps (a CMS, a
+//!   package registry, a media server's configuration), conflicts, dry runs, a
+//!   failure midway, hostile export files.
 //! - [`systemd`]: the shipped units pass `systemd-analyze verify` and score ≤ 2.5 on
 //!   `systemd-analyze security` (skipped when systemd's tools cannot be installed).
 
@@ -53,6 +56,7 @@ mod daemon_ops;
 mod disk;
 mod drill;
 mod errors;
+mod export;
 mod hooks;
 mod hostile;
 mod leftout;
