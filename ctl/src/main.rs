@@ -81,12 +81,17 @@ enum Command {
         #[arg(long)]
         dry_run: bool,
     },
-    /// Restore a backup in place (needs --yes) or into another directory (--to).
+    /// Restore a backup in place (needs --yes), into another directory (--to) or into
+    /// a new database on the job's server (--to-database).
     Restore {
         id: String,
         /// Restore into this new or empty directory instead of the live paths.
-        #[arg(long)]
+        #[arg(long, conflicts_with = "to_database")]
         to: Option<PathBuf>,
+        /// PostgreSQL and MariaDB jobs: restore the database into this new database
+        /// on the job's server; the live database and the media are not touched.
+        #[arg(long, value_name = "NAME")]
+        to_database: Option<String>,
         /// Restore only the database or only the media directories.
         #[arg(long, value_parser = ["db", "media"])]
         only: Option<String>,
@@ -287,10 +292,11 @@ async fn dispatch(c: &mut Client, command: Command, json: bool) -> Result<()> {
         Command::Restore {
             id,
             to,
+            to_database,
             only,
             yes,
             force,
-        } => restore(c, id, to, only, yes, force, json).await?,
+        } => restore(c, id, (to, to_database), only, yes, force, json).await?,
         Command::Download {
             id,
             output: file,
@@ -348,7 +354,7 @@ async fn dispatch(c: &mut Client, command: Command, json: bool) -> Result<()> {
 async fn restore(
     c: &mut Client,
     id: String,
-    to: Option<PathBuf>,
+    (to, to_database): (Option<PathBuf>, Option<String>),
     only: Option<String>,
     yes: bool,
     force: bool,
@@ -358,6 +364,8 @@ async fn restore(
         Some(dir) => {
             Some(std::path::absolute(&dir).map_err(|e| Failure::usage(format!("bad --to path: {e}")))?)
         }
+        // Into a new database: nothing live is replaced, no confirmation needed.
+        None if to_database.is_some() => None,
         None => {
             if !yes && !transfer::confirm(&format!("restore {id} over the live data of its job?"))? {
                 return Err(Failure::usage(
@@ -372,6 +380,7 @@ async fn restore(
         to: to.map(|p| p.display().to_string()).unwrap_or_default(),
         only: only.unwrap_or_default(),
         force,
+        to_database: to_database.unwrap_or_default(),
     };
     let stream = c.restore_backup(request).await?.into_inner();
     let restored = follow(stream, &format!("restoring {id}"), |e| match e {

@@ -15,6 +15,7 @@ use coffer_common::ids;
 use crate::archive::ArchiveError;
 use crate::catalog::CatalogError;
 use crate::source::SourceError;
+use crate::source::dump::{DbError, DbErrorKind};
 use crate::store::StoreError;
 
 /// What kind of failure an [`Error`] is; decides the gRPC code and the exit code.
@@ -108,6 +109,15 @@ pub enum Error {
     Internal(String),
 }
 
+impl From<DbError> for Error {
+    fn from(e: DbError) -> Error {
+        match e.kind() {
+            DbErrorKind::Cancelled => Error::Cancelled,
+            _ => Error::Source(SourceError::Database(e)),
+        }
+    }
+}
+
 impl Error {
     /// The error's sentence followed by each of its sources not already in it: what
     /// clients see and what runs record.
@@ -194,7 +204,25 @@ fn source_kind(e: &SourceError) -> ErrorKind {
         SourceError::Cancelled { .. } | SourceError::Archive(ArchiveError::Cancelled) => ErrorKind::Cancelled,
         SourceError::Check { .. } => ErrorKind::DataLoss,
         _ if e.is_disk_full() => ErrorKind::NoSpace,
+        SourceError::Database(e) => database_kind(e.kind()),
+        SourceError::WrongKind(_) => ErrorKind::Precondition,
         _ => ErrorKind::Internal,
+    }
+}
+
+/// The kind of a database-server failure: the server, its tools or the job's
+/// settings not being as they must is a precondition, not a bug.
+fn database_kind(kind: DbErrorKind) -> ErrorKind {
+    match kind {
+        DbErrorKind::Invalid
+        | DbErrorKind::ToolMissing
+        | DbErrorKind::NotFound
+        | DbErrorKind::Precondition
+        | DbErrorKind::Failed => ErrorKind::Precondition,
+        DbErrorKind::Conflict => ErrorKind::Conflict,
+        DbErrorKind::DataLoss => ErrorKind::DataLoss,
+        DbErrorKind::Cancelled => ErrorKind::Cancelled,
+        DbErrorKind::Io => ErrorKind::Internal,
     }
 }
 

@@ -21,7 +21,6 @@ use super::{Ctx, restore};
 use crate::archive::Layout;
 use crate::config::JobConfig;
 use crate::error::Error;
-use crate::manifest::SourceInfo;
 use crate::run::{Event, Phase, Progress};
 
 /// What a drill proved.
@@ -45,9 +44,11 @@ pub fn drill(ctx: &Ctx, job: &JobConfig, progress: Progress<'_>) -> Result<Drill
         id: record.id.clone(),
         why,
     };
-    match &record.summary.source {
-        // Dump-based sources restore into a scratch database instead.
-        SourceInfo::Sqlite(_) => {}
+    if let Some(info) = record.summary.source.dump() {
+        return Err(failed(format!(
+            "drills of {} jobs are not supported yet",
+            info.database
+        )));
     }
     let sidecar = verify::load_sidecar(ctx, &record)?;
     let stage = Stage::new(ctx, &format!("drill-{}", record.id))?;
