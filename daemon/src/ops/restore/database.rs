@@ -57,19 +57,26 @@ fn check_kind(record: &BackupRecord, job: &JobConfig) -> Result<(), Error> {
 fn stage_dump(ctx: &Ctx, record: &BackupRecord, progress: Progress<'_>) -> Result<(Stage, PathBuf), Error> {
     let stage = Stage::new(ctx, &format!("restore-{}", record.id))?;
     let layout = stage.database_only();
+    extract(ctx, record, &layout, progress)?;
+    let dump = layout.db.unwrap_or_default();
+    Ok((stage, dump))
+}
+
+/// Writes the entries `layout` selects, each checked against the sidecar as it
+/// streams, then validates the dump.
+fn extract(ctx: &Ctx, record: &BackupRecord, layout: &Layout, progress: Progress<'_>) -> Result<(), Error> {
     let sidecar = verify::load_sidecar(ctx, record)?;
     verify::extract_checked(
         ctx,
         &ctx.store.paths(&record.job, &record.id).archive,
         Some(verify::expected(&sidecar)),
-        &layout,
+        layout,
         &format!("backup {} failed verification", record.id),
         Phase::Extract,
         sidecar.manifest.totals.bytes,
         progress,
     )?;
-    let dump = layout.db.unwrap_or_default();
-    Ok((stage, dump))
+    Ok(())
 }
 
 /// Restores `dump` into the new database `target` and checks it.
@@ -205,40 +212,14 @@ pub fn restore_in_place(
         None
     };
     layout.db = stage.as_ref().map(|s| s.dir.join("db"));
-    let sidecar = verify::load_sidecar(ctx, record)?;
-    verify::extract_checked(
-        ctx,
-        &ctx.store.paths(&record.job, &record.id).archive,
-        Some(verify::expected(&sidecar)),
-        &layout,
-        &format!("backup {} failed verification", record.id),
-        Phase::Extract,
-        sidecar.manifest.totals.bytes,
-        progress,
-    )?;
+    extract(ctx, record, &layout, progress)?;
     let dump = layout.db.clone();
 
     // 2. Restore into the scratch database; nothing live is touched yet.
     let live = server.database().to_owned();
     let (part, restored) = match &dump {
         None => (DbPart::Untouched, None),
-        Some(dump) => {
-            let part = if server.exists(&live)? {
-                DbPart::Swap
-            } else {
-                DbPart::Fresh
-            };
-            let target = match part {
-                DbPart::Fresh => live.clone(),
-                _ => server.scratch_name(Scratch::Restore),
-            };
-            // Ours by name: a leftover of a restore no journal remembers.
-            server.drop_database(&server.scratch_name(Scratch::Restore))?;
-            // On record first: a crash from here on drops the copy at start-up.
-            journal.database(&job.name, &provisional(&*server, &target))?;
-            restore_checked(ctx, &*server, dump, &target, &RestoreOptions::default(), progress)?;
-            (part, Some(target))
-        }
+        Some(dump) => restore_copy(ctx, &*server, &job.name, dump, &mut journal, progress)?,
     };
     // The restored copy goes again if the restore stops before its swap.
     let mut copy = DropGuard {
@@ -297,6 +278,30 @@ pub fn restore_in_place(
         },
         database_name: only.db().then_some(live),
     })
+}
+
+/// Restores the dump into `<db>__coffer_restore`, or under the live name when there
+/// is no live database; returns what the swap must do and the database restored.
+fn restore_copy(
+    ctx: &Ctx,
+    server: &dyn DbServer,
+    job: &str,
+    dump: &Path,
+    journal: &mut Journal,
+    progress: Progress<'_>,
+) -> Result<(DbPart, Option<String>), Error> {
+    let live = server.database();
+    let (part, target) = if server.exists(live)? {
+        (DbPart::Swap, server.scratch_name(Scratch::Restore))
+    } else {
+        (DbPart::Fresh, live.to_owned())
+    };
+    // Ours by name: a leftover of a restore no journal remembers.
+    server.drop_database(&server.scratch_name(Scratch::Restore))?;
+    // On record first: a crash from here on drops the copy at start-up.
+    journal.database(job, &provisional(server, &target))?;
+    restore_checked(ctx, server, dump, &target, &RestoreOptions::default(), progress)?;
+    Ok((part, Some(target)))
 }
 
 /// What an in-place restore does with the database.

@@ -227,7 +227,7 @@ impl Mariadb {
 
     /// Server version, database name and sizes (see [`ProbeFacts`]).
     pub fn probe(&self) -> Result<ProbeFacts, DbError> {
-        let action = format!("probing database '{}'", self.database());
+        let action = format!("connecting to database '{}'", self.database());
         let rows = self.sql(
             Some(self.database()),
             action.clone(),

@@ -444,9 +444,32 @@ impl Mariadb {
         Ok(())
     }
 
+    /// Waits (up to [`TERMINATE_WAIT`]) until no other session of our account runs a
+    /// statement: one a killed cofferd's client was running (a rename, a drop)
+    /// finishes before recovery looks at the schemas.
+    fn wait_for_orphans(&self) -> Result<(), DbError> {
+        let sql = "SELECT COUNT(*) FROM information_schema.PROCESSLIST \
+                   WHERE USER = SUBSTRING_INDEX(CURRENT_USER(), '@', 1) AND ID <> CONNECTION_ID() AND COMMAND = 'Query';";
+        let deadline = Instant::now() + TERMINATE_WAIT;
+        loop {
+            let rows = self.sql(
+                None,
+                "looking for an interrupted restore's statements".into(),
+                sql,
+                QUERY_TIMEOUT,
+            )?;
+            let busy = rows.first().and_then(|r| r.first()).is_some_and(|n| n != "0");
+            if !busy || Instant::now() > deadline {
+                return Ok(());
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
     /// Start-up recovery of a swap a crash interrupted: rolls back one that had not
     /// committed, finishes one that had.
     pub fn recover(&self, r: &SwapRecord) -> Result<Recovered, DbError> {
+        self.wait_for_orphans()?;
         if r.phase >= SwapPhase::Committed {
             let mut done = r.clone();
             done.phase = SwapPhase::Committed;

@@ -235,7 +235,7 @@ impl Postgres {
         let sql = "SELECT current_setting('server_version'), current_database(), \
                    pg_database_size(current_database()), \
                    (SELECT coalesce(sum(pg_relation_size(c.oid)), 0) FROM pg_class c WHERE c.relkind IN ('r', 'm', 't'));";
-        let action = format!("probing database '{}'", self.database());
+        let action = format!("connecting to database '{}'", self.database());
         let rows = self.psql(self.database(), action.clone(), sql, QUERY_TIMEOUT)?;
         let unexpected = |detail: &str| DbError::Unexpected {
             action: action.clone(),

@@ -234,9 +234,30 @@ impl Postgres {
         self.drop_database(&r.scratch)
     }
 
+    /// Waits (up to [`TERMINATE_WAIT`]) until no other session of ours is busy on the
+    /// maintenance database: a statement a killed cofferd's psql was running (a
+    /// rename, a drop) finishes before recovery looks at the databases.
+    fn wait_for_orphans(&self) -> Result<(), DbError> {
+        let sql = format!(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = {} AND pid <> pg_backend_pid() \
+             AND application_name = current_setting('application_name') AND state <> 'idle';",
+            pg_literal(self.maintenance_db())
+        );
+        let deadline = Instant::now() + TERMINATE_WAIT;
+        loop {
+            let rows = self.admin("looking for an interrupted restore's statements".into(), &sql)?;
+            let busy = rows.first().and_then(|r| r.first()).is_some_and(|n| n != "0");
+            if !busy || Instant::now() > deadline {
+                return Ok(());
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
     /// Start-up recovery of a swap a crash interrupted: rolls back one that had
     /// not committed, finishes (drops the old copy of) one that had.
     pub fn recover(&self, r: &SwapRecord) -> Result<Recovered, DbError> {
+        self.wait_for_orphans()?;
         if r.phase >= SwapPhase::Committed {
             self.drop_database(&r.old)?;
             Ok(Recovered::Finished)
