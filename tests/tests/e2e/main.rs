@@ -37,6 +37,8 @@
 //!   `min-free-space`, a disk filling up mid-archive.
 //! - [`servers`]: the harness's real PostgreSQL, MariaDB and S3 servers start, take
 //!   data, survive SIGKILL and do not clash when run side by side.
+//! - [`mariadb`]: MariaDB jobs against a real server, as [`postgres`] for PostgreSQL,
+//!   plus tables that are not transactional.
 //! - [`postgres`]: PostgreSQL jobs against a real server: consistent dumps under a
 //!   writer, in-place restores with their failures, `--to-database`, errors, secrets.
 //! - [`systemd`]: the shipped units pass `systemd-analyze verify` and score ≤ 2.5 on
@@ -58,6 +60,7 @@ mod errors;
 mod hooks;
 mod hostile;
 mod leftout;
+mod mariadb;
 mod monitoring;
 mod postgres;
 mod restore;
