@@ -16,13 +16,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use coffer_tests::servers::postgres::{ident, literal};
 use coffer_tests::servers::{PgCluster, Skip};
 use coffer_tests::{
     Daemon, archive_entries, assert_tree_eq, extract_archive, make_media, names_in, require, short_tempdir,
     source_job_toml, toml_str, wait_until,
 };
-use serde_json::Value;
 
 use crate::restore::{backup_id, copy_tree, list_ids, str_of};
 
