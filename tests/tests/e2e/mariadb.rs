@@ -575,3 +575,27 @@ fn failures_are_one_sentence_archive_nothing_and_keep_the_password_out() {
     );
     assert!(log.contains("Access denied"), "failures are logged");
 }
+
+#[test]
+fn a_drill_restores_into_a_scratch_database_and_runs_the_checks_there() {
+    let m = require!(shop("my_drill", "shop", 1_000));
+    let job = my_job(
+        &m,
+        "shop",
+        "shop",
+        &[],
+        "[job.drill]\nchecks = [\"SELECT SUM(balance) = 100000 FROM accounts\", \"SELECT total_balance()\", \"SELECT COUNT(*) FROM nope\"]",
+    );
+    let d = Daemon::start("", &job);
+    backup_id(&d, "shop");
+    let before = fingerprint(&m, "shop");
+    let out = d.ctl(&["drill", "shop"]);
+    assert_eq!(out.code, 1, "{out}");
+    let sentence = out.error_sentence();
+    assert!(
+        sentence.contains("check 'SELECT COUNT(*) FROM nope' failed:") && sentence.contains("doesn't exist"),
+        "{sentence}"
+    );
+    assert!(scratch_databases(&m, "shop").is_empty(), "{:?}", m.databases());
+    assert_eq!(fingerprint(&m, "shop"), before, "the live database is untouched");
+}

@@ -702,3 +702,52 @@ fn a_missing_tool_is_a_problem_of_its_job_not_of_the_daemon() {
         "{out}"
     );
 }
+
+#[test]
+fn a_drill_restores_into_a_scratch_database_and_runs_the_checks_there() {
+    let pg = require!(shop("pg_drill", "shop", 1_000));
+    let drill = |checks: &[&str]| {
+        let checks: Vec<String> = checks.iter().map(|c| toml_str(c)).collect();
+        pg_job(
+            &pg,
+            "shop",
+            "shop",
+            &[],
+            &format!("[job.drill]\nchecks = [{}]", checks.join(", ")),
+        )
+    };
+    let d = Daemon::start(
+        "",
+        &drill(&[
+            "SELECT sum(balance) = 100000 FROM accounts",
+            "SELECT count(*) FROM product",
+        ]),
+    );
+    let id = backup_id(&d, "shop");
+    let before = fingerprint(&pg, "shop");
+    let drilled = d.ctl_json(&["drill", "shop"]);
+    assert_eq!(drilled["backup-id"], id.as_str());
+    assert_eq!(drilled["checks"][0]["value"], "'t'");
+    assert_eq!(drilled["checks"][1]["value"], "'2'");
+    assert!(scratch_databases(&pg, "shop").is_empty(), "{:?}", pg.databases());
+    assert_eq!(fingerprint(&pg, "shop"), before, "the live database is untouched");
+
+    // A false check fails the drill naming the query; nothing is left on the server.
+    std::fs::write(
+        &d.paths.config,
+        std::fs::read_to_string(&d.paths.config)
+            .unwrap()
+            .replace("SELECT count(*) FROM product", "SELECT count(*) = 0 FROM product"),
+    )
+    .unwrap();
+    let mut d = d;
+    d.restart();
+    let out = d.ctl(&["drill", "shop"]);
+    assert_eq!(out.code, 1, "{out}");
+    assert!(
+        out.error_sentence()
+            .contains("check 'SELECT count(*) = 0 FROM product' returned 'f', which is false"),
+        "{out}"
+    );
+    assert!(scratch_databases(&pg, "shop").is_empty(), "{:?}", pg.databases());
+}

@@ -35,7 +35,11 @@ fn units_verify_and_exposure_is_at_most_2_5() {
         .filter_map(|l| l.strip_prefix("PASS: exposure "))
         .filter_map(|rest| rest.split_whitespace().next()?.parse::<f64>().ok())
         .collect();
-    assert_eq!(scores.len(), 3, "three exposure scores (unit, + app-paths, + database-servers):\n{stdout}");
+    assert_eq!(
+        scores.len(),
+        3,
+        "three exposure scores (unit, + app-paths, + database-servers):\n{stdout}"
+    );
     assert!(stdout.contains("database-servers.conf"), "{stdout}");
     for score in &scores {
         assert!(*score <= 2.5, "exposure {score} > 2.5");

@@ -146,16 +146,17 @@ pub fn restore_to_database(
 }
 
 /// Restores `record` of `job` into its drill database `<db>__coffer_drill` (dropped
-/// first if a drill left it), runs each of `checks` there and returns the one value
-/// each returned (as text; judging it is the caller's), then drops the database
-/// whatever happened. For restore drills (`[job.drill]`) of server jobs.
+/// first if a drill left it), runs each of `checks` there and returns, per check, the
+/// one value it returned (as text; judging it is the caller's) or why it failed, then
+/// drops the database whatever happened. An error is the restore's own failure (the
+/// backup's extraction, validation or load). For restore drills of server jobs.
 pub fn drill_database(
     ctx: &Ctx,
     record: &BackupRecord,
     job: &JobConfig,
     checks: &[String],
     progress: Progress<'_>,
-) -> Result<Vec<String>, Error> {
+) -> Result<Vec<Result<String, String>>, Error> {
     check_kind(record, job)?;
     let server = source::server_for(job)?;
     let name = server.scratch_name(Scratch::Drill);
@@ -165,14 +166,11 @@ pub fn drill_database(
         keep_owners: false,
         jobs: 1,
     };
-    let result = restore_checked(ctx, &*server, &dump, &name, &opts, progress).and_then(|()| {
-        progress(Event::new(
-            Phase::Drill,
-            format!("running {} check(s)", checks.len()),
-        ));
+    let result = restore_checked(ctx, &*server, &dump, &name, &opts, progress).map(|()| {
+        progress(Event::new(Phase::Drill, format!("{} check(s)", checks.len())));
         checks
             .iter()
-            .map(|sql| server.query_value(&name, sql).map_err(Error::from))
+            .map(|sql| server.query_value(&name, sql).map_err(|e| e.to_string()))
             .collect()
     });
     let dropped = server.drop_database(&name);
