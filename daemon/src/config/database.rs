@@ -339,7 +339,7 @@ mod tests {
         assert_eq!(uri.database(), "shop-x");
         assert!(uri.is_tcp());
         assert_eq!(uri.for_database("other"), "postgres://app@db.example:5433/other");
-        assert!(PgUri::parse("postgresql:///shop").unwrap().is_tcp() == false);
+        assert!(!PgUri::parse("postgresql:///shop").unwrap().is_tcp());
         assert!(PgUri::parse("postgresql:///shop?host=db.lan").unwrap().is_tcp());
 
         for bad in [

@@ -155,10 +155,6 @@ impl Mariadb {
         &self.settings.database
     }
 
-    pub fn tools(&self) -> &MariaTools {
-        &self.tools
-    }
-
     pub fn scrubber(&self) -> &Scrubber {
         &self.settings.scrubber
     }

@@ -79,8 +79,6 @@ fn check_passfile(path: &Path) -> Result<String, DbError> {
         .map_err(|e| DbError::Config(format!("the passfile {} cannot be read: {e}", path.display())))
 }
 
-/// How a PostgreSQL job reaches its database (validated config; no tools needed).
-
 /// How a PostgreSQL job reaches its database (no tools needed).
 #[derive(Debug, Clone)]
 pub struct PgConnection {

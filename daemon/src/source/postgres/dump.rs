@@ -256,29 +256,6 @@ impl Postgres {
     pub fn validate(&self, path: &Path) -> Result<DumpCheck, DbError> {
         validate_with(&self.tools, &self.env, self.scrubber(), path)
     }
-
-    /// [`Postgres::validate`] plus a read of every data block (`pg_restore
-    /// --file=/dev/null`), which finds a dump cut short inside its data — `--list`
-    /// only reads the table of contents. Needs no server; about 1.4 s per 700 MiB.
-    pub fn validate_full(&self, path: &Path, ctl: &mut Control<'_>) -> Result<DumpCheck, DbError> {
-        let check = self.validate(path)?;
-        let job = Job::new(
-            &self.tools.pg_restore,
-            format!("reading all of {}", path.display()),
-        )
-        .args(["--file=/dev/null", "--"])
-        .arg(path)
-        .envs(&self.env)
-        .meter(Meter::ToolRead, check.bytes);
-        run::run(job, ctl, self.scrubber()).map_err(|e| match e {
-            DbError::Tool { detail, .. } => DbError::InvalidDump {
-                path: path.to_owned(),
-                reason: format!("pg_restore cannot read all of it: {detail}"),
-            },
-            other => other,
-        })?;
-        Ok(check)
-    }
 }
 
 /// Reads the table of contents of the dump at `path` with `pg_restore --list`.

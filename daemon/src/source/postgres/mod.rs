@@ -177,11 +177,6 @@ impl Postgres {
         self.conn.database()
     }
 
-    /// The tools in use.
-    pub fn tools(&self) -> &PgTools {
-        &self.tools
-    }
-
     /// The scrubber with this job's known secrets (for the caller's own messages).
     pub fn scrubber(&self) -> &Scrubber {
         &self.conn.scrubber
