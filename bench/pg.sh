@@ -202,6 +202,15 @@ pg-bin-dir = '$PG_BIN'
 media = ['$MEDIA']
 schedule = "manual"
 min-free-space = "0B"
+
+# The same database without media: the like-for-like comparison with pg_dump alone.
+[[job]]
+name = "pgdb"
+postgres = "postgresql:///$DB?host=$PGDIR/sock&port=$PORT&user=coffer"
+postgres-passfile = '$PGDIR/coffer.pgpass'
+pg-bin-dir = '$PG_BIN'
+schedule = "manual"
+min-free-space = "0B"
 EOF
     "$BIN/cofferd" --config "$C/cofferd.toml" >"$LOGS/cofferd.log" 2>&1 &
     DAEMON_PID=$!
@@ -217,7 +226,7 @@ EOF
 }
 
 newest_id() {
-    ctl --json list pg | python3 -c 'import json,sys; b=json.load(sys.stdin); print(b[0]["id"], b[0]["size"])'
+    ctl --json list "${1:-pg}" | python3 -c 'import json,sys; b=json.load(sys.stdin); print(b[0]["id"], b[0]["size"])'
 }
 
 # ----------------------------------------------------------------------------- main
@@ -235,15 +244,20 @@ URI="postgresql:///$DB?host=$PGDIR/sock&port=$PORT&user=coffer"
 BASE_URI="postgresql:///r_base?host=$PGDIR/sock&port=$PORT&user=coffer"
 export PGPASSFILE=$PGDIR/coffer.pgpass
 
-C_BACKUP=() FC=() ZS=() LAST_ID=
-log "backup: $ROUNDS rounds (cofferctl backup | pg_dump -Fc | pg_dump | zstd -3 -T0)"
+C_BACKUP=() C_DB=() FC=() ZS=() LAST_ID= DB_ID=
+log "backup: $ROUNDS rounds (cofferctl backup with and without media | pg_dump -Fc | pg_dump | zstd -3 -T0)"
 for ((r = 1; r <= ROUNDS; r++)); do
     [[ -z $LAST_ID ]] || ctl delete "$LAST_ID" --yes >>"$LOGS/cofferctl.log" 2>&1
+    [[ -z $DB_ID ]] || ctl delete "$DB_ID" --yes >>"$LOGS/cofferctl.log" 2>&1
     rm -f "$B/out.pgdump" "$B/out.sql.zst"
     sync
     timed "$LOGS/cofferctl.log" "$BIN/cofferctl" --socket "$SOCK" backup pg
     C_BACKUP+=("$LAST_SECS")
     read -r LAST_ID C_SIZE < <(newest_id)
+    sync
+    timed "$LOGS/cofferctl.log" "$BIN/cofferctl" --socket "$SOCK" backup pgdb
+    C_DB+=("$LAST_SECS")
+    read -r DB_ID C_DB_SIZE < <(newest_id pgdb)
     sync
     timed "$LOGS/baseline.log" "$PG_BIN/pg_dump" -w -Fc -f "$B/out.pgdump" -d "$URI"
     FC+=("$LAST_SECS")
@@ -251,7 +265,7 @@ for ((r = 1; r <= ROUNDS; r++)); do
     timed "$LOGS/baseline.log" bash -c 'set -o pipefail; "$1" -w -d "$2" | zstd -3 -T0 -q -o "$3"' \
         dump "$PG_BIN/pg_dump" "$URI" "$B/out.sql.zst"
     ZS+=("$LAST_SECS")
-    log "  round $r: coffer ${C_BACKUP[-1]} s, pg_dump -Fc ${FC[-1]} s, pg_dump | zstd ${ZS[-1]} s"
+    log "  round $r: coffer ${C_BACKUP[-1]} s (database only ${C_DB[-1]} s), pg_dump -Fc ${FC[-1]} s, pg_dump | zstd ${ZS[-1]} s"
 done
 BACKUP_HWM=$(proc_kib "$DAEMON_PID" VmHWM)
 reset_hwm || true
@@ -283,7 +297,7 @@ fi
 RESTORE_HWM=$(proc_kib "$DAEMON_PID" VmHWM)
 LOAD_END=$(cut -d' ' -f1-3 /proc/loadavg)
 
-mc=$(median "${C_BACKUP[@]}") mfc=$(median "${FC[@]}") mzs=$(median "${ZS[@]}")
+mc=$(median "${C_BACKUP[@]}") mcd=$(median "${C_DB[@]}") mfc=$(median "${FC[@]}") mzs=$(median "${ZS[@]}")
 mcr=$(median "${C_RESTORE[@]}") mpr=$(median "${PR[@]}")
 {
     echo "## PostgreSQL benchmark"
@@ -291,18 +305,19 @@ mcr=$(median "${C_RESTORE[@]}") mpr=$(median "${PR[@]}")
     echo "pgbench -i -s $SCALE: database $(mib "$DB_BYTES") MiB; media $FILES files, $(mib "$MEDIA_BYTES") MiB;" \
         "$ROUNDS rounds, medians; $("$PG_BIN/postgres" --version); $(nproc) CPUs; load average $LOAD_START at the start, $LOAD_END at the end."
     echo
-    echo "| operation | time (s) | ratio to cofferctl | output |"
+    echo "| operation | time (s) | cofferctl ÷ this | output |"
     echo "|---|---:|---:|---|"
-    echo "| \`cofferctl backup\` (dump + media + verify) | $mc | 1.00 | $(mib "$C_SIZE") MiB archive |"
-    echo "| \`pg_dump -Fc\` (database only) | $mfc | $(ratio "$mc" "$mfc") (coffer/pg_dump) | $(mib "$(stat -c %s "$B/out.pgdump")") MiB |"
-    echo "| \`pg_dump \| zstd -3 -T0\` (database only) | $mzs | $(ratio "$mc" "$mzs") (coffer/this) | $(mib "$(stat -c %s "$B/out.sql.zst")") MiB |"
-    echo "| \`cofferctl restore --to-database\` | $mcr | 1.00 | |"
-    echo "| \`pg_restore -d\` (new database) | $mpr | $(ratio "$mcr" "$mpr") (coffer/pg_restore) | |"
+    echo "| \`cofferctl backup\`, database only (dump, archive, verify) | $mcd | | $(mib "$C_DB_SIZE") MiB archive |"
+    echo "| \`cofferctl backup\`, database + media | $mc | | $(mib "$C_SIZE") MiB archive |"
+    echo "| \`pg_dump -Fc\` | $mfc | $(ratio "$mcd" "$mfc") (database only), $(ratio "$mc" "$mfc") (+ media) | $(mib "$(stat -c %s "$B/out.pgdump")") MiB |"
+    echo "| \`pg_dump \| zstd -3 -T0\` | $mzs | $(ratio "$mcd" "$mzs") (database only), $(ratio "$mc" "$mzs") (+ media) | $(mib "$(stat -c %s "$B/out.sql.zst")") MiB |"
+    echo "| \`cofferctl restore --to-database\` | $mcr | | |"
+    echo "| \`pg_restore -d\` (new database) | $mpr | $(ratio "$mcr" "$mpr") | |"
     echo "| \`cofferctl restore --yes\` (in place, with safety backup) | $IN_PLACE_S | | |"
     echo
     echo "cofferd RSS: idle $(kib_mib "$IDLE_KIB") MiB, peak during the backups $(kib_mib "$BACKUP_HWM") MiB," \
         "during the restores $(kib_mib "$RESTORE_HWM") MiB."
     echo
-    echo "Rounds: coffer backup ${C_BACKUP[*]}; pg_dump -Fc ${FC[*]}; pg_dump | zstd ${ZS[*]};" \
+    echo "Rounds: coffer backup ${C_BACKUP[*]}; database only ${C_DB[*]}; pg_dump -Fc ${FC[*]}; pg_dump | zstd ${ZS[*]};" \
         "coffer restore ${C_RESTORE[*]}; pg_restore ${PR[*]}."
 } | tee "$REPORT"

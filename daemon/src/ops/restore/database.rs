@@ -164,7 +164,7 @@ pub fn drill_database(
     let (_stage, dump) = stage_dump(ctx, record, progress)?;
     let opts = RestoreOptions {
         keep_owners: false,
-        jobs: 1,
+        ..RestoreOptions::default()
     };
     let result = restore_checked(ctx, &*server, &dump, &name, &opts, progress).map(|()| {
         progress(Event::new(Phase::Drill, format!("{} check(s)", checks.len())));

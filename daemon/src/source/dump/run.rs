@@ -113,7 +113,8 @@ pub(crate) enum Meter<'a> {
     Fed,
     /// The size of a file the tool writes itself.
     FileSize(&'a Path),
-    /// Bytes the tool has read (`rchar` in /proc/<pid>/io): a tool reading a file.
+    /// Bytes the tool and its children have read (`rchar` in /proc/<pid>/io): a tool
+    /// reading a file.
     ToolRead,
 }
 
@@ -351,6 +352,17 @@ fn proc_rchar(pid: u32) -> Option<u64> {
         .and_then(|v| v.trim().parse().ok())
 }
 
+/// Bytes read by `pid` and its child processes (`pg_restore -j` reads in workers).
+fn tree_rchar(pid: u32) -> u64 {
+    let children = std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).unwrap_or_default();
+    proc_rchar(pid).unwrap_or(0)
+        + children
+            .split_whitespace()
+            .filter_map(|c| c.parse().ok())
+            .filter_map(proc_rchar)
+            .sum::<u64>()
+}
+
 /// Why the calling thread stopped the child early.
 enum Stop {
     Cancelled,
@@ -496,6 +508,8 @@ struct Running<'a> {
     meter: Meter<'a>,
     total: u64,
     last_report: Option<Instant>,
+    /// The highest progress reported so far.
+    reported: u64,
     written: u64,
     captured: Vec<u8>,
 }
@@ -510,9 +524,11 @@ impl Running<'_> {
             Meter::Sink => self.written,
             Meter::Fed => self.fed.load(Ordering::Relaxed),
             Meter::FileSize(path) => std::fs::metadata(path).map(|m| m.len()).unwrap_or(0),
-            Meter::ToolRead => proc_rchar(self.pid).unwrap_or(0),
+            Meter::ToolRead => tree_rchar(self.pid),
         };
-        ctl.report(done, self.total);
+        // Workers that exited take their count with them: never report less.
+        self.reported = self.reported.max(done);
+        ctl.report(self.reported, self.total);
     }
 
     fn check(&self, ctl: &Control<'_>) -> Option<Stop> {
@@ -668,6 +684,7 @@ pub(crate) fn run(job: Job<'_>, ctl: &mut Control<'_>, scrubber: &Scrubber) -> R
         meter,
         total,
         last_report: None,
+        reported: 0,
         written: 0,
         captured: Vec::new(),
     };
