@@ -167,7 +167,7 @@ impl Postgres {
         self.drop_database(&name)?;
         let opts = RestoreOptions {
             keep_owners: false,
-            jobs: RestoreOptions::parallel_jobs(),
+            jobs: 1,
         };
         let result = self.restore_into(dump, &name, &opts, ctl).and_then(|()| {
             let tables = self.check(&name)?;
