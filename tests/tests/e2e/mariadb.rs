@@ -383,7 +383,7 @@ fn in_place_restore_is_refused_while_a_session_is_connected_and_force_ends_it() 
 
 #[test]
 fn a_failure_mid_restore_leaves_the_live_database_untouched() {
-    let s = require!(scene("my_mid_fail", 150_000));
+    let s = require!(scene("my_mid_fail", 100_000));
     let before = list_ids(&s.d);
     let mut child = s.d.ctl_spawn(&["restore", &s.id, "--yes"]);
     // Cut the restore into the scratch schema off, as a crashing server would.
@@ -489,7 +489,7 @@ fn kill9_during_the_swap_leaves_the_live_database_exactly_old_or_new() {
 
 #[test]
 fn failures_are_one_sentence_archive_nothing_and_keep_the_password_out() {
-    let m = require!(shop("my_failures", "shop", 150_000));
+    let m = require!(shop("my_failures", "shop", 100_000));
     m.sql("shop", "CREATE TABLE legacy (id INT) ENGINE=MyISAM;");
     let dir = short_tempdir("coffer-my-");
     let real = m.password().to_owned();

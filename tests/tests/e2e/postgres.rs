@@ -412,7 +412,7 @@ fn in_place_restore_is_refused_while_a_session_is_connected_and_force_ends_it() 
 
 #[test]
 fn a_failure_mid_restore_leaves_the_live_database_untouched() {
-    let s = require!(scene("pg_mid_fail", 150_000));
+    let s = require!(scene("pg_mid_fail", 100_000));
     let before = list_ids(&s.d);
     let mut child = s.d.ctl_spawn(&["restore", &s.id, "--yes"]);
     // Cut the restore into the scratch database off, as a crashing server would.
@@ -574,7 +574,7 @@ pub(crate) fn failed_cleanly(d: &Daemon, job: &str, out: &coffer_tests::Output, 
 
 #[test]
 fn failures_are_one_sentence_archive_nothing_and_keep_the_password_out() {
-    let pg = require!(shop("pg_failures", "shop", 150_000));
+    let pg = require!(shop("pg_failures", "shop", 100_000));
     let dir = short_tempdir("coffer-pg-");
     let wrong = dir.path().join("wrong.pgpass");
     let line = std::fs::read_to_string(pg.passfile()).unwrap();
