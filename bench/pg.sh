@@ -178,7 +178,9 @@ EOF
         echo "$want" >"$stamp"
     else
         log "reusing the cluster in $PGDIR ($want)"
-        pgrun "$PG_BIN/pg_ctl" -D "$PGDIR/data" -l "$PGDIR/postgres.log" -w start >/dev/null
+        if ! pgrun "$PG_BIN/pg_ctl" -D "$PGDIR/data" status >/dev/null 2>&1; then
+            pgrun "$PG_BIN/pg_ctl" -D "$PGDIR/data" -l "$PGDIR/postgres.log" -w start >/dev/null
+        fi
     fi
     DB_BYTES=$(psql_admin -d postgres -c "SELECT pg_database_size('$DB');")
 }
