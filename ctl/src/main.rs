@@ -289,14 +289,7 @@ async fn dispatch(c: &mut Client, command: Command, json: bool) -> Result<()> {
             let pruned = c.prune(request).await?.into_inner();
             output::pruned(&pruned.decisions, dry_run, json);
         }
-        Command::Restore {
-            id,
-            to,
-            to_database,
-            only,
-            yes,
-            force,
-        } => restore(c, id, (to, to_database), only, yes, force, json).await?,
+        restore_command @ Command::Restore { .. } => restore(c, restore_command, json).await?,
         Command::Download {
             id,
             output: file,
@@ -349,17 +342,20 @@ async fn dispatch(c: &mut Client, command: Command, json: bool) -> Result<()> {
     Ok(())
 }
 
-/// `restore`: in place (after confirmation) or into `--to`.
-#[allow(clippy::too_many_arguments)]
-async fn restore(
-    c: &mut Client,
-    id: String,
-    (to, to_database): (Option<PathBuf>, Option<String>),
-    only: Option<String>,
-    yes: bool,
-    force: bool,
-    json: bool,
-) -> Result<()> {
+/// `restore`: in place (after confirmation), into `--to`, or into a new database
+/// (`--to-database`). `command` is the parsed `Command::Restore`.
+async fn restore(c: &mut Client, command: Command, json: bool) -> Result<()> {
+    let Command::Restore {
+        id,
+        to,
+        to_database,
+        only,
+        yes,
+        force,
+    } = command
+    else {
+        return Ok(());
+    };
     let to = match to {
         Some(dir) => {
             Some(std::path::absolute(&dir).map_err(|e| Failure::usage(format!("bad --to path: {e}")))?)
