@@ -398,6 +398,37 @@ mod tests {
     }
 
     #[test]
+    fn a_dump_source_is_tagged_with_its_kind_and_reads_back() {
+        let mut sidecar: Sidecar = serde_json::from_str(V1).unwrap();
+        sidecar.manifest.format_version = FORMAT_VERSION;
+        sidecar.manifest.source = SourceInfo::Postgres(DumpInfo {
+            server_version: "15.18 (Debian 15.18-0+deb12u1)".into(),
+            tool_version: "pg_dump (PostgreSQL) 15.18".into(),
+            database: "shop".into(),
+            size: 1234,
+        });
+        let written = serde_json::to_value(&sidecar.manifest).unwrap();
+        assert_eq!(
+            written["source"],
+            serde_json::json!({
+                "kind": "postgres",
+                "server-version": "15.18 (Debian 15.18-0+deb12u1)",
+                "tool-version": "pg_dump (PostgreSQL) 15.18",
+                "database": "shop",
+                "size": 1234
+            })
+        );
+        let back: Manifest = serde_json::from_value(written.clone()).unwrap();
+        assert_eq!(back, sidecar.manifest);
+        assert!(back.sqlite().is_none() && back.source.dump().is_some());
+        // A MariaDB source in a v1 manifest is not a v1 manifest.
+        let mut v1 = written;
+        v1["format-version"] = 1.into();
+        v1["source"]["kind"] = "mariadb".into();
+        assert!(serde_json::from_value::<Manifest>(v1).is_err());
+    }
+
+    #[test]
     fn versions_and_shapes_that_do_not_match_are_refused() {
         let mut v = sidecar_value(V1);
         v["format-version"] = 3.into();

@@ -298,6 +298,46 @@ mod tests {
     }
 
     #[test]
+    fn drive_stops_at_until_and_goes_on_from_there() {
+        let mut r = record();
+        r.phase = SwapPhase::Prepared;
+        let mut persisted = Vec::new();
+        let mut steps = Vec::new();
+        drive(
+            &mut r,
+            SwapPhase::Attaching,
+            &mut |r| {
+                persisted.push(r.phase);
+                Ok(())
+            },
+            &mut |r| {
+                steps.push(r.phase);
+                Ok(())
+            },
+            &mut |_| panic!("nothing failed"),
+        )
+        .unwrap();
+        assert_eq!(r.phase, SwapPhase::Attaching);
+        assert_eq!(
+            steps,
+            [SwapPhase::Detaching, SwapPhase::Renaming, SwapPhase::Attaching]
+        );
+        drive(
+            &mut r,
+            SwapPhase::Done,
+            &mut |r| {
+                persisted.push(r.phase);
+                Ok(())
+            },
+            &mut |_| Ok(()),
+            &mut |_| panic!("nothing failed"),
+        )
+        .unwrap();
+        assert_eq!(r.phase, SwapPhase::Done);
+        assert_eq!(&persisted[3..], [SwapPhase::Committed, SwapPhase::Done]);
+    }
+
+    #[test]
     fn drive_persists_before_each_step_and_rolls_back_on_failure() {
         let mut r = record();
         r.phase = SwapPhase::Prepared;
