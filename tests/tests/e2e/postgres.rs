@@ -224,6 +224,15 @@ fn backup_under_a_writer_restores_a_consistent_copy_with_every_object() {
     assert!(manifest["source"]["size"].as_u64().unwrap() > 0);
     assert_tree_eq(&media, &unpacked.join("media/0"));
 
+    // `restore --to DIR` writes the same dump file and the media.
+    let to = dir.path().join("to");
+    d.ctl_json(&["restore", &id, "--to", to.to_str().unwrap()]);
+    assert_eq!(
+        coffer_tests::sha256_file(&to.join("db/shop.pgdump")),
+        coffer_tests::sha256_file(&unpacked.join("db/shop.pgdump"))
+    );
+    assert_tree_eq(&media, &to.join("media/0"));
+
     // Restored by hand with pg_restore, as the README says.
     pg.psql("postgres", "CREATE DATABASE byhand OWNER app;");
     let restored = Command::new(pg.tool("pg_restore"))
