@@ -133,6 +133,11 @@ async fn evaluate(
             "stale-after-seconds": stale_after,
             "backups": job.backup_count,
             "bytes": job.backup_bytes,
+            "source": {
+                "kind": job.source_kind,
+                "database": job.database_name,
+                "server-version": job.server_version,
+            },
         }));
     }
     perfdata.push(format!("free={}B;;;0", status.backup_dir_free_bytes));
@@ -153,6 +158,9 @@ fn judge(job: &proto::JobStatus, healthy: bool, age: Option<i64>, stale_after: i
         let why = match (&job.last_run, age) {
             (Some(run), _) if run.status() == proto::RunStatus::Failed => {
                 format!("{}: last backup failed: {}", job.name, run.error)
+            }
+            (_, None) if !job.problem.is_empty() => {
+                format!("{}: no backup yet: {}", job.name, job.problem)
             }
             (_, None) => format!("{}: no backup yet", job.name),
             (_, Some(age)) => format!(

@@ -83,12 +83,17 @@ enum Command {
         #[arg(long)]
         dry_run: bool,
     },
-    /// Restore a backup in place (needs --yes) or into another directory (--to).
+    /// Restore a backup in place (needs --yes), into another directory (--to) or into
+    /// a new database on the job's server (--to-database).
     Restore {
         id: String,
         /// Restore into this new or empty directory instead of the live paths.
-        #[arg(long)]
+        #[arg(long, conflicts_with = "to_database")]
         to: Option<PathBuf>,
+        /// PostgreSQL and MariaDB jobs: restore the database into this new database
+        /// on the job's server; the live database and the media are not touched.
+        #[arg(long, value_name = "NAME")]
+        to_database: Option<String>,
         /// Restore only the database or only the media directories.
         #[arg(long, value_parser = ["db", "media"])]
         only: Option<String>,
@@ -315,13 +320,7 @@ async fn dispatch(c: &mut Client, command: Command, json: bool) -> Result<()> {
             let pruned = c.prune(request).await?.into_inner();
             output::pruned(&pruned.decisions, dry_run, json);
         }
-        Command::Restore {
-            id,
-            to,
-            only,
-            yes,
-            force,
-        } => restore(c, id, to, only, yes, force, json).await?,
+        restore_command @ Command::Restore { .. } => restore(c, restore_command, json).await?,
         Command::Download {
             id,
             output: file,
@@ -404,21 +403,26 @@ async fn selective_command(c: &mut Client, command: Command, json: bool) -> Resu
     }
 }
 
-/// `restore`: in place (after confirmation) or into `--to`.
-#[allow(clippy::too_many_arguments)]
-async fn restore(
-    c: &mut Client,
-    id: String,
-    to: Option<PathBuf>,
-    only: Option<String>,
-    yes: bool,
-    force: bool,
-    json: bool,
-) -> Result<()> {
+/// `restore`: in place (after confirmation), into `--to`, or into a new database
+/// (`--to-database`). `command` is the parsed `Command::Restore`.
+async fn restore(c: &mut Client, command: Command, json: bool) -> Result<()> {
+    let Command::Restore {
+        id,
+        to,
+        to_database,
+        only,
+        yes,
+        force,
+    } = command
+    else {
+        return Ok(());
+    };
     let to = match to {
         Some(dir) => {
             Some(std::path::absolute(&dir).map_err(|e| Failure::usage(format!("bad --to path: {e}")))?)
         }
+        // Into a new database: nothing live is replaced, no confirmation needed.
+        None if to_database.is_some() => None,
         None => {
             if !yes && !transfer::confirm(&format!("restore {id} over the live data of its job?"))? {
                 return Err(Failure::usage(
@@ -433,6 +437,7 @@ async fn restore(
         to: to.map(|p| p.display().to_string()).unwrap_or_default(),
         only: only.unwrap_or_default(),
         force,
+        to_database: to_database.unwrap_or_default(),
     };
     let stream = c.restore_backup(request).await?.into_inner();
     let restored = follow(stream, &format!("restoring {id}"), |e| match e {

@@ -73,12 +73,28 @@ pub struct BackupJson<'a> {
     skipped: Vec<SkippedJson<'a>>,
     /// Media entries left out by the job's `exclude` globs.
     excluded_count: u64,
+    source: SourceJson<'a>,
 }
 
 #[derive(Serialize)]
 struct SkippedJson<'a> {
     path: &'a str,
     reason: &'a str,
+}
+
+/// What the database part was taken from (server facts only for server kinds).
+#[derive(Serialize)]
+#[serde(rename_all = "kebab-case")]
+struct SourceJson<'a> {
+    kind: &'a str,
+    #[serde(skip_serializing_if = "str::is_empty")]
+    server_version: &'a str,
+    #[serde(skip_serializing_if = "str::is_empty")]
+    tool_version: &'a str,
+    #[serde(skip_serializing_if = "str::is_empty")]
+    database: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    size: Option<u64>,
 }
 
 #[derive(Serialize)]
@@ -150,6 +166,39 @@ pub fn backup_json(b: &proto::Backup) -> BackupJson<'_> {
             })
             .collect(),
         excluded_count: b.excluded_count,
+        source: SourceJson {
+            kind: &b.source_kind,
+            server_version: &b.server_version,
+            tool_version: &b.tool_version,
+            database: &b.database_name,
+            size: (!b.database_name.is_empty()).then_some(b.server_database_size),
+        },
+    }
+}
+
+/// A backup's source in one cell: `sqlite`, or `postgres shop (15.18 ...)`.
+fn source_cell(kind: &str, database: &str, server_version: &str) -> String {
+    let mut text = if kind.is_empty() {
+        "sqlite".to_owned()
+    } else {
+        kind.to_owned()
+    };
+    if !database.is_empty() {
+        text.push(' ');
+        text.push_str(database);
+    }
+    if let Some(version) = server_version.split_whitespace().next() {
+        text.push_str(&format!(" ({version})"));
+    }
+    text
+}
+
+/// The server kind's name for people.
+fn server_name(kind: &str) -> &str {
+    match kind {
+        "postgres" => "PostgreSQL",
+        "mariadb" => "MariaDB",
+        other => other,
     }
 }
 
@@ -234,6 +283,7 @@ pub fn backups(list: &[proto::Backup], json: bool) {
         "SIZE".into(),
         "PINNED".into(),
         "VERIFIED".into(),
+        "SOURCE".into(),
         "NOTE".into(),
     ]];
     for b in list {
@@ -243,6 +293,7 @@ pub fn backups(list: &[proto::Backup], json: bool) {
             bytes(b.size),
             if b.protected { "yes".into() } else { "-".into() },
             verification(b),
+            source_cell(&b.source_kind, &b.database_name, &b.server_version),
             b.note.clone(),
         ]);
     }
@@ -270,19 +321,15 @@ pub fn backup(b: &proto::Backup, json: bool) {
                 format!("{}: {}", verification(b), b.verify_result)
             },
         ),
+        ("database", database_text(b)),
         (
-            "database",
-            format!(
-                "{} ({}, {} pages of {} B, journal {}, user_version {})",
-                b.database_path,
-                bytes(b.database_size),
-                b.page_count,
-                b.page_size,
-                b.journal_mode,
-                b.user_version
-            ),
+            "snapshot",
+            if b.database_name.is_empty() {
+                b.snapshot_method.clone()
+            } else {
+                b.tool_version.clone()
+            },
         ),
-        ("snapshot", b.snapshot_method.clone()),
         (
             "media",
             if b.media_roots.is_empty() {
@@ -311,15 +358,43 @@ pub fn backup(b: &proto::Backup, json: bool) {
         ),
         (
             "made by",
-            format!(
-                "coffer {} on {}, SQLite {}",
-                b.coffer_version, b.hostname, b.sqlite_version
-            ),
+            if b.database_name.is_empty() {
+                format!(
+                    "coffer {} on {}, SQLite {}",
+                    b.coffer_version, b.hostname, b.sqlite_version
+                )
+            } else {
+                format!("coffer {} on {}", b.coffer_version, b.hostname)
+            },
         ),
     ];
     for (key, value) in rows {
         outln!("{:<10} {value}", format!("{key}:"));
     }
+}
+
+/// The `database:` line of `show`: the SQLite file's facts, or the server's.
+fn database_text(b: &proto::Backup) -> String {
+    if b.database_name.is_empty() {
+        return format!(
+            "{} ({}, {} pages of {} B, journal {}, user_version {})",
+            b.database_path,
+            bytes(b.database_size),
+            b.page_count,
+            b.page_size,
+            b.journal_mode,
+            b.user_version
+        );
+    }
+    format!(
+        "{} on {} {} ({} on the server; {} as {})",
+        b.database_name,
+        server_name(&b.source_kind),
+        b.server_version,
+        bytes(b.server_database_size),
+        bytes(b.database_size),
+        b.database_path
+    )
 }
 
 pub fn created(b: &proto::Backup, json: bool) {
@@ -414,6 +489,9 @@ pub fn status(s: &proto::GetStatusResponse, json: bool) {
                         "error": r.error,
                         "backup-id": r.backup_id,
                     })),
+                    "source-kind": j.source_kind,
+                    "database-name": if j.database_name.is_empty() { Value::Null } else { Value::String(j.database_name.clone()) },
+                    "server-version": if j.server_version.is_empty() { Value::Null } else { Value::String(j.server_version.clone()) },
                 })
             })
             .collect();
@@ -436,6 +514,7 @@ pub fn status(s: &proto::GetStatusResponse, json: bool) {
     );
     let mut rows = vec![vec![
         "JOB".into(),
+        "SOURCE".into(),
         "BACKUPS".into(),
         "SIZE".into(),
         "LAST RUN".into(),
@@ -453,6 +532,7 @@ pub fn status(s: &proto::GetStatusResponse, json: bool) {
         }
         rows.push(vec![
             j.name.clone(),
+            source_cell(&j.source_kind, &j.database_name, &j.server_version),
             j.backup_count.to_string(),
             bytes(j.backup_bytes),
             last,
@@ -475,6 +555,7 @@ pub fn jobs(jobs: &[proto::Job], json: bool) {
             .map(|j| {
                 json!({
                     "name": j.name,
+                    "source-kind": j.source_kind,
                     "database": j.database,
                     "media": j.media,
                     "schedule": j.schedule,
@@ -496,7 +577,7 @@ pub fn jobs(jobs: &[proto::Job], json: bool) {
     }
     let mut rows = vec![vec![
         "JOB".into(),
-        "DATABASE".into(),
+        "SOURCE".into(),
         "MEDIA".into(),
         "SCHEDULE".into(),
         "NEXT RUN".into(),
@@ -505,7 +586,15 @@ pub fn jobs(jobs: &[proto::Job], json: bool) {
     for j in jobs {
         rows.push(vec![
             j.name.clone(),
-            j.database.clone(),
+            format!(
+                "{} {}",
+                if j.source_kind.is_empty() {
+                    "sqlite"
+                } else {
+                    &j.source_kind
+                },
+                j.database
+            ),
             if j.media.is_empty() {
                 "-".into()
             } else {
@@ -615,6 +704,7 @@ pub fn restored(r: &proto::RestoreResult, json: bool) {
             "id": r.id,
             "safety-backup-id": if r.safety_backup_id.is_empty() { Value::Null } else { Value::String(r.safety_backup_id.clone()) },
             "database-path": r.database_path,
+            "database-name": if r.database_name.is_empty() { Value::Null } else { Value::String(r.database_name.clone()) },
             "media-paths": r.media_paths,
         }));
         return;
@@ -622,6 +712,9 @@ pub fn restored(r: &proto::RestoreResult, json: bool) {
     outln!("backup {} restored", r.id);
     if !r.database_path.is_empty() {
         outln!("database: {}", r.database_path);
+    }
+    if !r.database_name.is_empty() {
+        outln!("database: {} (on the job's server)", r.database_name);
     }
     for path in &r.media_paths {
         outln!("media:    {path}");

@@ -27,7 +27,7 @@ use crate::ops::drill::Drilled;
 use crate::ops::export::{ExportRequest, Exported};
 use crate::ops::import::Imported;
 use crate::ops::prune::Pruned;
-use crate::ops::restore::{Only, Restored};
+use crate::ops::restore::{Only, Restored, Target};
 use crate::ops::verify::Verified;
 use crate::ops::{self, CounterValues, Counters, Ctx, Host};
 use crate::run::{Event, Phase, RunKind, RunStatus};
@@ -338,21 +338,23 @@ impl Engine {
         .await
     }
 
-    /// Restores a backup into `to`, or in place (claiming its job); a recorded run of
-    /// kind restore, with a slot. A failed in-place restore runs the on-failure hooks.
+    /// Restores a backup to `target`: in place (claiming its job), into a directory or
+    /// into a new database; a recorded run of kind restore, with a slot. A failed
+    /// in-place restore runs the on-failure hooks.
     pub async fn restore(
         self: &Arc<Self>,
         id_text: String,
-        to: Option<PathBuf>,
+        target: Target,
         only: Only,
         force: bool,
         cancel: CancellationToken,
         mut progress: ProgressFn,
     ) -> Result<Restored, Error> {
         let record = self.blocking(move |ctx| ctx.resolve(&id_text)).await?;
-        let claim = match to {
-            Some(_) => None,
-            None => Some(self.claim(&record.job)?),
+        let in_place = target.is_in_place();
+        let claim = match in_place {
+            false => None,
+            true => Some(self.claim(&record.job)?),
         };
         let guard = self.guard(claim, &cancel, &mut *progress).await?;
         self.on_thread(cancel, move |engine, cancel| {
@@ -361,12 +363,12 @@ impl Engine {
                 let result = engine.record(
                     RunKind::Restore,
                     &record.job,
-                    to.is_none(),
+                    in_place,
                     cancel,
-                    || ops::restore::restore(ctx, &record, to.as_deref(), only, force, &mut *progress),
+                    || ops::restore::restore(ctx, &record, &target, only, force, &mut *progress),
                     |_| (record.id.clone(), 0),
                 );
-                if to.is_none() {
+                if in_place {
                     match (&result, ctx.config.job(&record.job)) {
                         (Ok(_), _) => tracing::info!(job = record.job, id = record.id, "restored in place"),
                         (Err(e), Some(job)) => {

@@ -20,6 +20,7 @@ use crate::selective::import::ImportError;
 use crate::selective::media::MediaError;
 use crate::selective::select::SelectError;
 use crate::source::SourceError;
+use crate::source::dump::{DbError, DbErrorKind};
 use crate::store::StoreError;
 
 /// What kind of failure an [`Error`] is; decides the gRPC code and the exit code.
@@ -117,6 +118,15 @@ pub enum Error {
     Import(#[from] ImportError),
     #[error("the safety backup before the import failed ({0}); nothing was imported")]
     ImportSafetyBackup(Box<Error>),
+}
+
+impl From<DbError> for Error {
+    fn from(e: DbError) -> Error {
+        match e.kind() {
+            DbErrorKind::Cancelled => Error::Cancelled,
+            _ => Error::Source(SourceError::Database(e)),
+        }
+    }
 }
 
 impl Error {
@@ -296,7 +306,25 @@ fn source_kind(e: &SourceError) -> ErrorKind {
         SourceError::Cancelled { .. } | SourceError::Archive(ArchiveError::Cancelled) => ErrorKind::Cancelled,
         SourceError::Check { .. } => ErrorKind::DataLoss,
         _ if e.is_disk_full() => ErrorKind::NoSpace,
+        SourceError::Database(e) => database_kind(e.kind()),
+        SourceError::WrongKind(_) => ErrorKind::Precondition,
         _ => ErrorKind::Internal,
+    }
+}
+
+/// The kind of a database-server failure: the server, its tools or the job's
+/// settings not being as they must is a precondition, not a bug.
+fn database_kind(kind: DbErrorKind) -> ErrorKind {
+    match kind {
+        DbErrorKind::Invalid
+        | DbErrorKind::ToolMissing
+        | DbErrorKind::NotFound
+        | DbErrorKind::Precondition
+        | DbErrorKind::Failed => ErrorKind::Precondition,
+        DbErrorKind::Conflict => ErrorKind::Conflict,
+        DbErrorKind::DataLoss => ErrorKind::DataLoss,
+        DbErrorKind::Cancelled => ErrorKind::Cancelled,
+        DbErrorKind::Io => ErrorKind::Internal,
     }
 }
 

@@ -109,9 +109,7 @@ fn open_catalog(config: &Config) -> anyhow::Result<Catalog> {
     {
         tracing::info!(path = %path.display(), "removed a leftover of an interrupted run");
     }
-    for id in
-        crate::ops::restore::recover(&daemon.state_dir).context("cannot recover an interrupted restore")?
-    {
+    for id in crate::ops::restore::recover(config).context("cannot recover an interrupted restore")? {
         tracing::info!(id, "recovered an interrupted in-place restore");
     }
     for id in

@@ -101,6 +101,33 @@ pub fn job_toml(name: &str, database: &Path, media: &[&Path], extra: &str) -> St
     text
 }
 
+/// A `[[job]]` section for a job whose source is given as TOML lines (e.g.
+/// `postgres = "..."` and `postgres-passfile = "..."`), with the defaults of
+/// [`job_toml`].
+pub fn source_job_toml(name: &str, source: &str, media: &[&Path], extra: &str) -> String {
+    let media: Vec<String> = media.iter().map(|m| toml_str(&m.display().to_string())).collect();
+    let mut text = format!(
+        "[[job]]\nname = {}\n{source}\nmedia = [{}]\n",
+        toml_str(name),
+        media.join(", ")
+    );
+    let has = |key: &str| extra.lines().any(|l| l.trim_start().starts_with(key));
+    for (key, line) in [
+        ("schedule", "schedule = \"manual\""),
+        ("min-free-space", "min-free-space = \"0B\""),
+        ("verify-after-backup", "verify-after-backup = true"),
+        ("catch-up", "catch-up = false"),
+    ] {
+        if !has(key) {
+            text.push_str(line);
+            text.push('\n');
+        }
+    }
+    text.push_str(extra);
+    text.push('\n');
+    text
+}
+
 /// Whether this process runs as root (from /proc: the tests forbid unsafe code).
 pub fn is_root() -> bool {
     fs::read_to_string("/proc/self/status")

@@ -162,7 +162,16 @@ pub fn backup_message(r: &BackupRecord, store: &LocalStore) -> proto::Backup {
             message.user_version = info.user_version;
             message.application_id = info.application_id;
         }
+        SourceInfo::Postgres(info) | SourceInfo::Mariadb(info) => {
+            message.database_size = db.map_or(0, |e| e.size);
+            message.database_path = db.map(|e| e.path.clone()).unwrap_or_default();
+            message.server_version = info.server_version.clone();
+            message.tool_version = info.tool_version.clone();
+            message.database_name = info.database.clone();
+            message.server_database_size = info.size;
+        }
     }
+    message.source_kind = s.source.kind().to_owned();
     message
 }
 

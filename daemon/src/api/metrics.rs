@@ -105,6 +105,29 @@ fn job_families(engine: &Engine, out: &mut String) -> Result<(), Error> {
         let last = catalog.last_successful_run(&job.name, RunKind::Backup)?;
         stats.push((job.name.as_str(), s, last));
     }
+    let mut f = Family::new(
+        out,
+        "coffer_job_source_info",
+        "gauge",
+        "What each job backs up: source kind, database name and the server version its newest backup saw.",
+    );
+    for job in &config.jobs {
+        let newest = catalog.latest(Some(&job.name))?;
+        let server_version = newest
+            .as_ref()
+            .and_then(|b| b.summary.source.dump().map(|d| d.server_version.clone()))
+            .unwrap_or_default();
+        f.sample(
+            "coffer_job_source_info",
+            &[
+                ("job", &job.name),
+                ("kind", job.source.kind()),
+                ("database", job.source.database_name().unwrap_or_default()),
+                ("server_version", &server_version),
+            ],
+            1,
+        );
+    }
     let mut f = Family::new(out, "coffer_backups", "gauge", "Catalogued backups per job.");
     for (job, s, _) in &stats {
         f.sample("coffer_backups", &[("job", job)], s.count);

@@ -26,7 +26,7 @@ use super::convert::{backup_message, path_text, progress_message};
 use crate::engine::{Engine, ProgressFn};
 use crate::error::Error;
 use crate::ops;
-use crate::ops::restore::Only;
+use crate::ops::restore::{Only, Target};
 
 /// Bytes per download message.
 const DOWNLOAD_CHUNK: usize = 1 << 20;
@@ -348,10 +348,21 @@ impl Coffer for CofferService {
         let peer = self.allow(&req, Role::Admin, "restore", "restore backups")?;
         let req = req.into_inner();
         let only = Only::parse(&req.only)?;
-        let to = (!req.to.is_empty()).then(|| PathBuf::from(&req.to));
+        let to = match (req.to.is_empty(), req.to_database.is_empty()) {
+            (true, true) => Target::InPlace,
+            (false, true) => Target::Dir(PathBuf::from(&req.to)),
+            (true, false) => Target::Database(req.to_database.clone()),
+            (false, false) => {
+                return Err(Error::InvalidArgument(
+                    "--to and --to-database cannot be combined; choose one".into(),
+                )
+                .into());
+            }
+        };
         let target = match &to {
-            Some(dir) => format!("{} to {}", req.id, dir.display()),
-            None => format!("{} in place", req.id),
+            Target::Dir(dir) => format!("{} to {}", req.id, dir.display()),
+            Target::Database(name) => format!("{} to database {name}", req.id),
+            Target::InPlace => format!("{} in place", req.id),
         };
         let engine = self.engine.clone();
         Ok(self.spawn_run(
@@ -369,6 +380,7 @@ impl Coffer for CofferService {
                     safety_backup_id: r.safety_backup_id.unwrap_or_default(),
                     database_path: r.database_path.as_deref().map(path_text).unwrap_or_default(),
                     media_paths: r.media_paths.iter().map(|p| path_text(p)).collect(),
+                    database_name: r.database_name.unwrap_or_default(),
                 })
             },
         ))

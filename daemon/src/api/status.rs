@@ -5,7 +5,7 @@ use chrono::{DateTime, Utc};
 use coffer_common::proto;
 
 use super::convert::run_message;
-use crate::config::{JobConfig, SourceConfig};
+use crate::config::JobConfig;
 use crate::engine::Engine;
 use crate::error::Error;
 use crate::run::{RunKind, RunStatus};
@@ -26,6 +26,16 @@ pub fn status(engine: &Engine, started_at: DateTime<Utc>) -> Result<proto::GetSt
         let stats = engine.job_stats(&job.name)?;
         let last_run = engine.last_run(&job.name)?;
         let last_drill = engine.catalog().last_run(&job.name, RunKind::Drill)?;
+        // The server version as the newest backup found it: status opens no
+        // connection to a database server.
+        let server_version = match job.source.database_name() {
+            Some(_) => engine
+                .catalog()
+                .latest(Some(&job.name))?
+                .and_then(|b| b.summary.source.dump().map(|d| d.server_version.clone()))
+                .unwrap_or_default(),
+            None => String::new(),
+        };
         jobs.push(proto::JobStatus {
             warnings: warnings(engine, &job.name)?,
             last_drill: last_drill.as_ref().map(run_message),
@@ -37,6 +47,9 @@ pub fn status(engine: &Engine, started_at: DateTime<Utc>) -> Result<proto::GetSt
             last_success_at: stats.newest_at,
             running: engine.is_running(&job.name),
             problem: crate::source::for_job(job).problem().unwrap_or_default(),
+            source_kind: job.source.kind().to_owned(),
+            database_name: job.source.database_name().unwrap_or_default().to_owned(),
+            server_version,
         });
     }
     Ok(proto::GetStatusResponse {
@@ -84,9 +97,7 @@ pub fn jobs(engine: &Engine) -> proto::ListJobsResponse {
         .iter()
         .map(|j| proto::Job {
             name: j.name.clone(),
-            database: match &j.source {
-                SourceConfig::Sqlite(s) => s.path.display().to_string(),
-            },
+            database: j.source.describe(),
             media: j.media.iter().map(|m| m.display().to_string()).collect(),
             schedule: j
                 .schedule
@@ -107,6 +118,7 @@ pub fn jobs(engine: &Engine) -> proto::ListJobsResponse {
                 .map_or_else(|| "manual".to_owned(), |s| s.expr().to_owned()),
             drill_checks: j.drill.checks.clone(),
             exclude: j.exclude.patterns().to_vec(),
+            source_kind: j.source.kind().to_owned(),
         })
         .collect();
     proto::ListJobsResponse { jobs }

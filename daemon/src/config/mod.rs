@@ -8,6 +8,11 @@
 //!
 //! A job's database is deliberately *not* checked here: a missing or invalid database
 //! must not stop the daemon from starting; its runs fail and its health says why.
+//!
+//! Areas with keys of their own validate them in a file of their own:
+//! [`database`] (the `postgres` and `mariadb` sources).
+
+pub mod database;
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
@@ -18,6 +23,7 @@ use serde::Deserialize;
 pub mod drill;
 mod export;
 
+pub use database::{MariadbConfig, PgUri, PostgresConfig, ServerKind};
 pub use drill::DrillConfig;
 
 use crate::policy::retention::Policy;
@@ -115,6 +121,40 @@ impl SnapshotMethod {
 pub enum SourceConfig {
     /// `database = "/path/app.db"`.
     Sqlite(SqliteConfig),
+    /// `postgres = "<libpq URI>"`.
+    Postgres(PostgresConfig),
+    /// `mariadb = "<database>"`.
+    Mariadb(MariadbConfig),
+}
+
+impl SourceConfig {
+    /// The source kind's name, as manifests record it (`sqlite`, `postgres`, `mariadb`).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            SourceConfig::Sqlite(_) => "sqlite",
+            SourceConfig::Postgres(_) => "postgres",
+            SourceConfig::Mariadb(_) => "mariadb",
+        }
+    }
+
+    /// What the job backs up, for listings: the SQLite path, the libpq URI (it holds
+    /// no password) or the MariaDB database name.
+    pub fn describe(&self) -> String {
+        match self {
+            SourceConfig::Sqlite(s) => s.path.display().to_string(),
+            SourceConfig::Postgres(p) => p.uri.text(),
+            SourceConfig::Mariadb(m) => m.database.clone(),
+        }
+    }
+
+    /// The database name on the server, for the server kinds.
+    pub fn database_name(&self) -> Option<&str> {
+        match self {
+            SourceConfig::Sqlite(_) => None,
+            SourceConfig::Postgres(p) => Some(p.uri.database()),
+            SourceConfig::Mariadb(m) => Some(&m.database),
+        }
+    }
 }
 
 /// An SQLite source.
@@ -167,6 +207,7 @@ impl JobConfig {
     pub fn sqlite(&self) -> Option<&SqliteConfig> {
         match &self.source {
             SourceConfig::Sqlite(c) => Some(c),
+            _ => None,
         }
     }
 }
@@ -242,7 +283,14 @@ struct RawDaemon {
 #[serde(rename_all = "kebab-case", deny_unknown_fields)]
 struct RawJob {
     name: String,
-    database: PathBuf,
+    database: Option<PathBuf>,
+    postgres: Option<String>,
+    postgres_passfile: Option<PathBuf>,
+    pg_bin_dir: Option<PathBuf>,
+    mariadb: Option<String>,
+    mariadb_options_file: Option<PathBuf>,
+    mariadb_bin_dir: Option<PathBuf>,
+    allow_non_transactional: Option<bool>,
     #[serde(default)]
     media: Vec<PathBuf>,
     #[serde(default)]
@@ -444,7 +492,7 @@ impl Validator<'_> {
 
     /// The SQLite source of a job: `database`, `busy-timeout`, `snapshot-method`.
     fn sqlite(&self, key: &dyn Fn(&str) -> String, raw: &RawJob) -> Result<SourceConfig, ConfigError> {
-        let database = self.absolute(&key("database"), &raw.database)?;
+        let database = self.absolute(&key("database"), raw.database.as_deref().unwrap_or(Path::new("")))?;
         match database.file_name().map(|n| n.to_str()) {
             None => return Err(self.err(key("database"), "must name a database file")),
             // The name becomes the archive entry `db/<name>`, which must be UTF-8. (TOML
@@ -481,6 +529,36 @@ impl Validator<'_> {
         }))
     }
 
+    /// The job's source: exactly one of `database`, `postgres`, `mariadb`.
+    fn source(&self, key: &dyn Fn(&str) -> String, raw: &RawJob) -> Result<SourceConfig, ConfigError> {
+        let server = database::RawServerKeys {
+            postgres: raw.postgres.as_deref(),
+            postgres_passfile: raw.postgres_passfile.as_deref(),
+            pg_bin_dir: raw.pg_bin_dir.as_deref(),
+            mariadb: raw.mariadb.as_deref(),
+            mariadb_options_file: raw.mariadb_options_file.as_deref(),
+            mariadb_bin_dir: raw.mariadb_bin_dir.as_deref(),
+            allow_non_transactional: raw.allow_non_transactional,
+        };
+        let keys = database::SourceKeys {
+            database: raw.database.is_some(),
+            busy_timeout: raw.busy_timeout.is_some(),
+            snapshot_method: raw.snapshot_method.is_some(),
+            server: &server,
+        };
+        let err = |(k, message): (&str, String)| self.err(key(k), message);
+        keys.check().map_err(err)?;
+        if server.postgres.is_some() {
+            database::postgres(&server)
+                .map(SourceConfig::Postgres)
+                .map_err(err)
+        } else if server.mariadb.is_some() {
+            database::mariadb(&server).map(SourceConfig::Mariadb).map_err(err)
+        } else {
+            self.sqlite(key, raw)
+        }
+    }
+
     fn job(&self, index: usize, raw: RawJob) -> Result<JobConfig, ConfigError> {
         let name = raw.name.clone();
         if !coffer_common::ids::is_valid_job_name(&name) {
@@ -492,7 +570,7 @@ impl Validator<'_> {
             ));
         }
         let key = |k: &str| format!("job '{name}': {k}");
-        let source = self.sqlite(&key, &raw)?;
+        let source = self.source(&key, &raw)?;
         let mut media = Vec::with_capacity(raw.media.len());
         for dir in &raw.media {
             media.push(self.absolute(&key("media"), dir)?);
@@ -634,7 +712,34 @@ database = "/var/lib/app/app.db"
                 "[[job]]\nname = \"App\"\ndatabase = \"/a.db\"\n",
                 "'App' is not a valid job name",
             ),
-            ("[[job]]\nname = \"app\"\n", "missing field `database`"),
+            (
+                "[[job]]\nname = \"app\"\n",
+                "job 'app': database: the job needs exactly one of database (SQLite), postgres or mariadb; it has none",
+            ),
+            (
+                "[[job]]\nname = \"app\"\ndatabase = \"/a.db\"\npostgres = \"postgresql:///x\"\n",
+                "it has database and postgres",
+            ),
+            (
+                "[[job]]\nname = \"app\"\npostgres = \"postgresql://u:hunter2@h/x\"\n",
+                "job 'app': postgres: the URI contains a password",
+            ),
+            (
+                "[[job]]\nname = \"app\"\nmariadb = \"shop\"\nsnapshot-method = \"page-stream\"\n",
+                "job 'app': snapshot-method: only applies to a job with database = ..., and this job has mariadb",
+            ),
+            (
+                "[[job]]\nname = \"app\"\npostgres = \"postgresql:///x\"\nallow-non-transactional = true\n",
+                "job 'app': allow-non-transactional: only applies to a job with mariadb",
+            ),
+            (
+                "[[job]]\nname = \"app\"\npostgres = \"postgresql:///x\"\npg-bin-dir = \"bin\"\n",
+                "job 'app': pg-bin-dir: 'bin' must be an absolute path",
+            ),
+            (
+                "[[job]]\nname = \"app\"\nmariadb = \"-x\"\n",
+                "job 'app': mariadb: the database name '-x' starts with '-'",
+            ),
             (
                 "[[job]]\nname = \"app\"\ndatabase = \"a.db\"\n",
                 "job 'app': database: 'a.db' must be an absolute path",
@@ -669,7 +774,43 @@ database = "/var/lib/app/app.db"
             let err = parse(text).expect_err(text).to_string();
             assert!(err.contains(want), "for {text:?}: got {err:?}, want {want:?}");
             assert!(err.contains("/etc/coffer/cofferd.toml"), "{err}");
+            assert!(!err.contains("hunter2"), "a password was echoed: {err}");
         }
+    }
+
+    #[test]
+    fn database_server_jobs() {
+        let c = parse(
+            "[[job]]\nname = \"shop\"\npostgres = \"postgresql:///shop?host=/run/postgresql\"\n\
+             postgres-passfile = \"/etc/coffer/pgpass\"\npg-bin-dir = \"/usr/lib/postgresql/15/bin\"\n\
+             [[job]]\nname = \"cms\"\nmariadb = \"cms\"\nmariadb-options-file = \"/etc/coffer/my.cnf\"\n\
+             allow-non-transactional = true\n",
+        )
+        .unwrap();
+        match &c.jobs[0].source {
+            SourceConfig::Postgres(p) => {
+                assert_eq!(p.uri.database(), "shop");
+                assert_eq!(p.passfile.as_deref(), Some(Path::new("/etc/coffer/pgpass")));
+                assert_eq!(
+                    p.bin_dir.as_deref(),
+                    Some(Path::new("/usr/lib/postgresql/15/bin"))
+                );
+            }
+            other => panic!("not a postgres source: {other:?}"),
+        }
+        assert_eq!(
+            c.jobs[0].source.describe(),
+            "postgresql:///shop?host=/run/postgresql"
+        );
+        match &c.jobs[1].source {
+            SourceConfig::Mariadb(m) => {
+                assert_eq!(m.database, "cms");
+                assert!(m.allow_non_transactional);
+            }
+            other => panic!("not a mariadb source: {other:?}"),
+        }
+        assert_eq!(c.jobs[1].source.database_name(), Some("cms"));
+        assert!(c.jobs[1].sqlite().is_none());
     }
 
     #[test]

@@ -7,7 +7,7 @@
 //! alone, and a download or upload can be checked without opening the archive.
 //!
 //! Versions: this build writes format-version 2 ([`FORMAT_VERSION`]), whose `source`
-//! says its `kind` (`sqlite` today) with kind-specific facts, and whose `kind` says
+//! says its `kind` (`sqlite`, `postgres`, `mariadb`) with kind-specific facts, and whose `kind` says
 //! whether the archive is a backup or an export. Version 1 ([`v1`]) is read forever and
 //! written back in its own shape. Both parse into the one model here, through
 //! [`RawManifest`], so the rest of the daemon never sees a version.
@@ -103,15 +103,43 @@ pub struct SkippedEntry {
 #[serde(tag = "kind", rename_all = "kebab-case")]
 pub enum SourceInfo {
     Sqlite(SqliteInfo),
+    /// A `pg_dump --format=custom` of a PostgreSQL database (`db/<name>.pgdump`).
+    Postgres(DumpInfo),
+    /// A `mariadb-dump` of a MariaDB database (`db/<name>.sql`).
+    Mariadb(DumpInfo),
 }
 
 impl SourceInfo {
-    /// The source kind's name (`sqlite`, ...).
+    /// The source kind's name (`sqlite`, `postgres`, `mariadb`).
     pub fn kind(&self) -> &'static str {
         match self {
             SourceInfo::Sqlite(_) => "sqlite",
+            SourceInfo::Postgres(_) => "postgres",
+            SourceInfo::Mariadb(_) => "mariadb",
         }
     }
+
+    /// The facts of a database dump, for the server kinds.
+    pub fn dump(&self) -> Option<&DumpInfo> {
+        match self {
+            SourceInfo::Sqlite(_) => None,
+            SourceInfo::Postgres(info) | SourceInfo::Mariadb(info) => Some(info),
+        }
+    }
+}
+
+/// The facts of a dump taken from a database server (PostgreSQL, MariaDB).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct DumpInfo {
+    /// The server's version string, e.g. `15.18 (Debian 15.18-0+deb12u1)`.
+    pub server_version: String,
+    /// The dump tool's version line, e.g. `pg_dump (PostgreSQL) 15.18 (...)`.
+    pub tool_version: String,
+    /// The database that was dumped.
+    pub database: String,
+    /// The database's size on the server when it was dumped (bytes).
+    pub size: u64,
 }
 
 /// The facts of an SQLite snapshot.
@@ -201,6 +229,7 @@ impl Manifest {
     pub fn sqlite(&self) -> Option<&SqliteInfo> {
         match &self.source {
             SourceInfo::Sqlite(info) => Some(info),
+            _ => None,
         }
     }
 
@@ -431,6 +460,37 @@ mod tests {
         let mut stray = backup;
         stray["export"] = export["export"].clone();
         assert!(serde_json::from_value::<Manifest>(stray).is_err());
+    }
+
+    #[test]
+    fn a_dump_source_is_tagged_with_its_kind_and_reads_back() {
+        let mut sidecar: Sidecar = serde_json::from_str(V1).unwrap();
+        sidecar.manifest.format_version = FORMAT_VERSION;
+        sidecar.manifest.source = SourceInfo::Postgres(DumpInfo {
+            server_version: "15.18 (Debian 15.18-0+deb12u1)".into(),
+            tool_version: "pg_dump (PostgreSQL) 15.18".into(),
+            database: "shop".into(),
+            size: 1234,
+        });
+        let written = serde_json::to_value(&sidecar.manifest).unwrap();
+        assert_eq!(
+            written["source"],
+            serde_json::json!({
+                "kind": "postgres",
+                "server-version": "15.18 (Debian 15.18-0+deb12u1)",
+                "tool-version": "pg_dump (PostgreSQL) 15.18",
+                "database": "shop",
+                "size": 1234
+            })
+        );
+        let back: Manifest = serde_json::from_value(written.clone()).unwrap();
+        assert_eq!(back, sidecar.manifest);
+        assert!(back.sqlite().is_none() && back.source.dump().is_some());
+        // A MariaDB source in a v1 manifest is not a v1 manifest.
+        let mut v1 = written;
+        v1["format-version"] = 1.into();
+        v1["source"]["kind"] = "mariadb".into();
+        assert!(serde_json::from_value::<Manifest>(v1).is_err());
     }
 
     #[test]

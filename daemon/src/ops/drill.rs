@@ -10,6 +10,12 @@
 //!
 //! Truthy: any value but NULL, 0, 0.0, and the texts '', '0', 'false', 'f', 'no'
 //! (case-insensitive) — what an admin's `SELECT count(*) > 0 ...` returns is 0 or 1.
+//!
+//! A PostgreSQL or MariaDB job's drill restores the dump into the scratch database
+//! `<db>__coffer_drill` on the job's server instead
+//! ([`restore::database::drill_database`]) and runs the checks there with `psql` /
+//! `mariadb`, whose values arrive as text (PostgreSQL's booleans as `t`/`f`, NULL as
+//! an empty value: both judged as above); the scratch database is dropped afterwards.
 
 use std::time::Instant;
 
@@ -21,7 +27,6 @@ use super::{Ctx, restore};
 use crate::archive::Layout;
 use crate::config::JobConfig;
 use crate::error::Error;
-use crate::manifest::SourceInfo;
 use crate::run::{Event, Phase, Progress};
 
 /// What a drill proved.
@@ -45,9 +50,8 @@ pub fn drill(ctx: &Ctx, job: &JobConfig, progress: Progress<'_>) -> Result<Drill
         id: record.id.clone(),
         why,
     };
-    match &record.summary.source {
-        // Dump-based sources restore into a scratch database instead.
-        SourceInfo::Sqlite(_) => {}
+    if record.summary.source.dump().is_some() {
+        return drill_server(ctx, job, &record, clock, progress);
     }
     let sidecar = verify::load_sidecar(ctx, &record)?;
     let stage = Stage::new(ctx, &format!("drill-{}", record.id))?;
@@ -90,6 +94,48 @@ pub fn drill(ctx: &Ctx, job: &JobConfig, progress: Progress<'_>) -> Result<Drill
         }
         let value = run_check(&conn, query).map_err(|why| failed(format!("check '{query}' {why}")))?;
         checks.push((query.clone(), value));
+    }
+    Ok(Drilled {
+        job: job.name.clone(),
+        backup_id: record.id.clone(),
+        checks,
+        duration_ms: clock.elapsed().as_millis() as u64,
+    })
+}
+
+/// The drill of a database-server job: the dump restored into `<db>__coffer_drill`,
+/// the checks run there, the database dropped (see the module doc).
+fn drill_server(
+    ctx: &Ctx,
+    job: &JobConfig,
+    record: &crate::catalog::BackupRecord,
+    clock: Instant,
+    progress: Progress<'_>,
+) -> Result<Drilled, Error> {
+    progress(Event::new(
+        Phase::Extract,
+        format!("restoring backup {} into a scratch database", record.id),
+    ));
+    let outcomes = restore::database::drill_database(ctx, record, job, &job.drill.checks, progress);
+    // The dump was extracted, validated and loaded: as good as a deep verification.
+    verify::record_verdict(ctx, record, outcomes.as_ref().map(drop));
+    let mut checks = Vec::with_capacity(job.drill.checks.len());
+    for (query, outcome) in job.drill.checks.iter().zip(outcomes?) {
+        let why = match outcome {
+            Ok(value) => {
+                let text = format!("'{value}'");
+                if judge(ValueRef::Text(value.as_bytes())).1 {
+                    checks.push((query.clone(), text));
+                    continue;
+                }
+                format!("returned {text}, which is false")
+            }
+            Err(e) => format!("failed: {e}"),
+        };
+        return Err(Error::Drill {
+            id: record.id.clone(),
+            why: format!("check '{query}' {why}"),
+        });
     }
     Ok(Drilled {
         job: job.name.clone(),

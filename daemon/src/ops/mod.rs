@@ -36,6 +36,8 @@ use tokio_util::sync::CancellationToken;
 use crate::catalog::{AuditRecord, BackupRecord, Catalog};
 use crate::config::{Config, JobConfig};
 use crate::error::Error;
+use crate::run::{Event, Phase, Progress};
+use crate::source::dump::Control;
 use crate::store::LocalStore;
 
 /// Counters that live only as long as the process (Prometheus handles resets).
@@ -145,6 +147,20 @@ impl Ctx<'_> {
     pub fn audit(&self, actor: &str, action: &str, target: &str, error: Option<&str>) {
         audit(self.catalog, actor, action, target, error);
     }
+}
+
+/// Runs `f` with a [`Control`] for a database server's tools: cancelled with the run,
+/// reporting their progress as `phase` events.
+pub fn with_control<T>(
+    ctx: &Ctx,
+    phase: Phase,
+    progress: Progress<'_>,
+    f: impl FnOnce(&mut Control<'_>) -> T,
+) -> T {
+    let cancelled = || ctx.cancel.is_cancelled();
+    let mut report = |done: u64, total: u64| progress(Event::bytes(phase, done, total.max(done)));
+    let mut ctl = Control::new(&cancelled, &mut report);
+    f(&mut ctl)
 }
 
 /// Records an action in the audit log and the daemon's log; a failure to write the

@@ -3,9 +3,13 @@
 //!
 //! Shallow: the archive's size and sha256 against its sidecar, every entry against the
 //! manifest, in one streaming pass ([`crate::archive::read_archive`]). Deep: the same
-//! pass writes the database to staging, then SQLite's `integrity_check` and
-//! `foreign_key_check` run on it. The verdict ("ok" or the error sentence) is recorded
-//! in the catalog, and failures are counted for metrics.
+//! pass writes the database to staging, then the checks of its kind run on it
+//! ([`crate::source::check_copy`]): SQLite's `integrity_check` and
+//! `foreign_key_check`; for a dump its validation (`pg_restore --list`, the MariaDB
+//! trailer) and then a restore into the scratch database `<db>__coffer_verify` on the
+//! job's server, checked with `pg_amcheck` / `mariadb-check` where available and
+//! dropped again. The verdict ("ok" or the error sentence) is recorded in the
+//! catalog, and failures are counted for metrics.
 
 use std::path::Path;
 
@@ -16,9 +20,9 @@ use crate::archive::{self, Expected, Extractor, HashOnly, Layout};
 use crate::catalog::BackupRecord;
 use crate::error::Error;
 use crate::fsutil::{self, Cleanup};
-use crate::manifest::{Manifest, Sidecar};
+use crate::manifest::{Manifest, Sidecar, SourceInfo};
 use crate::run::{Event, Phase, Progress};
-use crate::source::sqlite;
+use crate::source::{self, dump::Scratch};
 
 /// The outcome of a verification.
 #[derive(Debug, Clone)]
@@ -50,8 +54,8 @@ pub fn expected(sidecar: &Sidecar) -> Expected<'_> {
 }
 
 /// Reads the archive at `path` in one verifying pass (against `expected` when known),
-/// writing the entries `layout` selects; then, if `layout` has a database, runs
-/// SQLite's deep checks on it. `context` starts the error sentence. Returns the
+/// writing the entries `layout` selects; then, if `layout` has a database, runs the
+/// checks of its kind that need no server (SQLite's deep checks, a dump's validation). `context` starts the error sentence. Returns the
 /// archive's manifest, size and sha256.
 #[allow(clippy::too_many_arguments)]
 pub fn extract_checked(
@@ -72,11 +76,15 @@ pub fn extract_checked(
     .and_then(|read| extractor.finish().map(|()| read))
     .map_err(Error::archive(context))?;
     if let Some(db) = &layout.db {
+        let manifest = &read.0;
         progress(Event::new(
             Phase::Check,
-            "integrity and foreign-key check of the database",
+            match manifest.source {
+                SourceInfo::Sqlite(_) => "integrity and foreign-key check of the database",
+                _ => "validating the dump",
+            },
         ));
-        sqlite::check(db, true)?;
+        source::check_copy(&manifest.source, db, ctx.config.job(&manifest.job))?;
     }
     Ok(read)
 }
@@ -110,6 +118,48 @@ impl Stage {
     }
 }
 
+/// Deep verify of a dump on its job's server: restored into `<db>__coffer_verify`,
+/// checked, dropped.
+fn verify_on_server(
+    ctx: &Ctx,
+    record: &BackupRecord,
+    source: &SourceInfo,
+    dump: &Path,
+    progress: Progress<'_>,
+) -> Result<(), Error> {
+    let job = ctx
+        .config
+        .job(&record.job)
+        .filter(|j| j.source.kind() == source.kind());
+    let Some(job) = job else {
+        return Err(Error::InvalidArgument(format!(
+            "deep verify of backup {} restores its {} dump on the server of job '{}', which is not configured as a {} job here",
+            record.id,
+            source.kind(),
+            record.job,
+            source.kind()
+        )));
+    };
+    let server = source::server_for(job)?;
+    progress(Event::new(
+        Phase::Check,
+        format!(
+            "restoring into database '{}' and checking it",
+            server.scratch_name(Scratch::Verify)
+        ),
+    ));
+    let outcome = super::with_control(ctx, Phase::Check, progress, |ctl| server.verify_deep(dump, ctl))?;
+    tracing::info!(
+        id = record.id,
+        database = outcome.database,
+        tables = outcome.tables,
+        checker = outcome.checker.unwrap_or("none"),
+        note = outcome.note.as_deref().unwrap_or(""),
+        "deep verify restored and checked the dump"
+    );
+    Ok(())
+}
+
 /// Verifies a catalogued backup (see the module doc) and records the verdict.
 pub fn verify(
     ctx: &Ctx,
@@ -124,16 +174,26 @@ pub fn verify(
         let total = sidecar.size;
         if deep {
             let stage = Stage::new(ctx, &format!("verify-{}", record.id))?;
+            let layout = stage.database_only();
             extract_checked(
                 ctx,
                 &path,
                 Some(expected(&sidecar)),
-                &stage.database_only(),
+                &layout,
                 &context,
                 Phase::Verify,
                 total,
                 progress,
             )?;
+            if sidecar.manifest.source.dump().is_some() {
+                verify_on_server(
+                    ctx,
+                    record,
+                    &sidecar.manifest.source,
+                    &stage.dir.join("db"),
+                    progress,
+                )?;
+            }
         } else {
             let mut report = |done| progress(Event::bytes(Phase::Verify, done, total));
             archive::read_archive(

@@ -10,10 +10,16 @@
 //! `archive` adds the validated dump.
 //!
 //! - [`sqlite`]: `VACUUM INTO` and page-stream snapshots, checks of copies.
+//! - [`postgres`], [`mariadb`]: dumps of a database server through its client tools,
+//!   and the server as restores, deep verify and drills use it ([`dump::DbServer`],
+//!   [`server_for`]); [`dump`]: what the two share.
 //! - [`media`]: walking media directories into archive order (separate from the
 //!   database source: every kind of job has media).
 
+pub mod dump;
+pub mod mariadb;
 pub mod media;
+pub mod postgres;
 pub mod sqlite;
 
 use std::path::{Path, PathBuf};
@@ -59,6 +65,12 @@ pub enum SourceError {
     /// Writing the snapshot into the archive failed; the caller names the archive.
     #[error(transparent)]
     Archive(ArchiveError),
+    /// A database server or its client tools failed (PostgreSQL, MariaDB).
+    #[error(transparent)]
+    Database(#[from] dump::DbError),
+    /// The job's source is not of the kind an operation needs.
+    #[error("{0}")]
+    WrongKind(String),
 }
 
 impl SourceError {
@@ -85,6 +97,9 @@ impl SourceError {
             SourceError::Sqlite { source, .. } => source.sqlite_error_code() == Some(ErrorCode::DiskFull),
             SourceError::Io { source, .. } => source.raw_os_error() == Some(nix::libc::ENOSPC),
             SourceError::Archive(e) => e.is_disk_full(),
+            SourceError::Database(
+                dump::DbError::Io { source, .. } | dump::DbError::Output { source, .. },
+            ) => source.raw_os_error() == Some(nix::libc::ENOSPC),
             _ => false,
         }
     }
@@ -162,5 +177,44 @@ pub trait Snapshot: Send {
 pub fn for_job(job: &JobConfig) -> Box<dyn Source> {
     match &job.source {
         SourceConfig::Sqlite(config) => Box::new(sqlite::SqliteSource::new(config.clone())),
+        SourceConfig::Postgres(config) => Box::new(postgres::PgSource::new(config.clone())),
+        SourceConfig::Mariadb(config) => Box::new(mariadb::MySource::new(config.clone())),
+    }
+}
+
+/// Checks a copy of a backup's database part as its kind requires: SQLite's
+/// integrity and foreign-key checks; a dump's validation without a server
+/// (PostgreSQL: `pg_restore --list`, with the tools of `job` if it is a PostgreSQL
+/// job, else those on `$PATH`; MariaDB: its head and trailer).
+pub fn check_copy(source: &SourceInfo, copy: &Path, job: Option<&JobConfig>) -> Result<(), SourceError> {
+    match source {
+        SourceInfo::Sqlite(_) => sqlite::check(copy, true),
+        SourceInfo::Postgres(_) => {
+            let bin_dir = job.and_then(|j| match &j.source {
+                SourceConfig::Postgres(p) => p.bin_dir.as_deref(),
+                _ => None,
+            });
+            let tools = dump::tools::PgTools::find(bin_dir)?;
+            postgres::dump::validate_file(&tools, copy)?;
+            Ok(())
+        }
+        SourceInfo::Mariadb(_) => {
+            mariadb::dump::validate_file(copy)?;
+            Ok(())
+        }
+    }
+}
+
+/// The database server of `job` (its tools found, its passfile or options file
+/// read), for restores, deep verify, drills and start-up recovery; an SQLite job has
+/// none.
+pub fn server_for(job: &JobConfig) -> Result<Box<dyn dump::DbServer>, SourceError> {
+    match &job.source {
+        SourceConfig::Sqlite(_) => Err(SourceError::WrongKind(format!(
+            "job '{}' backs up an SQLite database, not a database server",
+            job.name
+        ))),
+        SourceConfig::Postgres(config) => Ok(Box::new(postgres::PgSource::new(config.clone()).server()?)),
+        SourceConfig::Mariadb(config) => Ok(Box::new(mariadb::MySource::new(config.clone()).server()?)),
     }
 }

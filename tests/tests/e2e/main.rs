@@ -40,6 +40,10 @@
 //! - [`export`]: selective export and import with three realistic apps (a CMS, a
 //!   package registry, a media server's configuration), conflicts, dry runs, a
 //!   failure midway, hostile export files.
+//! - [`mariadb`]: MariaDB jobs against a real server, as [`postgres`] for PostgreSQL,
+//!   plus tables that are not transactional.
+//! - [`postgres`]: PostgreSQL jobs against a real server: consistent dumps under a
+//!   writer, in-place restores with their failures, `--to-database`, errors, secrets.
 //! - [`systemd`]: the shipped units pass `systemd-analyze verify` and score ≤ 2.5 on
 //!   `systemd-analyze security` (skipped when systemd's tools cannot be installed).
 
@@ -60,7 +64,9 @@ mod export;
 mod hooks;
 mod hostile;
 mod leftout;
+mod mariadb;
 mod monitoring;
+mod postgres;
 mod restore;
 mod retention;
 mod schedule;

@@ -232,7 +232,7 @@ async fn raw_requests(
             id: real_id.to_owned(),
             to: scratch.join("never").display().to_string(),
             only: "everything".into(),
-            force: false,
+            ..Default::default()
         })
         .await;
     assert_status(
@@ -240,6 +240,13 @@ async fn raw_requests(
         bad_only.map(drop),
         &[Code::InvalidArgument],
     );
+    // A new database for an SQLite backup, or a directory and a database at once.
+    for (to, to_database) in [("", "copy"), ("/tmp/x", "copy"), ("", "-rf")] {
+        let label = format!("RestoreBackup --to {to:?} --to-database {to_database:?}");
+        let result = restore_target(c, real_id, to, to_database).await;
+        assert_status(&label, result, &[Code::InvalidArgument]);
+        sent += 1;
+    }
     assert_eq!(fs::read_to_string(&a_file).unwrap(), "mine");
     assert_eq!(names_in(&not_empty), ["keep"]);
 
@@ -272,12 +279,23 @@ async fn raw_requests(
 
 /// Restores `id` to `to`; the first error, whether the call or its stream refuses.
 async fn restore(c: &mut CofferClient<Channel>, id: &str, to: &str) -> Result<(), Status> {
+    restore_target(c, id, to, "").await
+}
+
+/// Restores `id` to `to` or the new database `to_database`; the first error, whether
+/// the call or its stream refuses.
+async fn restore_target(
+    c: &mut CofferClient<Channel>,
+    id: &str,
+    to: &str,
+    to_database: &str,
+) -> Result<(), Status> {
     let mut stream = c
         .restore_backup(proto::RestoreBackupRequest {
             id: id.to_owned(),
             to: to.to_owned(),
-            only: String::new(),
-            force: false,
+            to_database: to_database.to_owned(),
+            ..Default::default()
         })
         .await?
         .into_inner();

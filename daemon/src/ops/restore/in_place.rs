@@ -77,6 +77,14 @@ pub fn restore(
     force: bool,
     progress: Progress<'_>,
 ) -> Result<Restored, Error> {
+    if record.summary.sqlite().is_none() {
+        return Err(Error::InvalidArgument(format!(
+            "backup {} holds a {} database but job '{}' now backs up an SQLite database; restore it with --to DIR",
+            record.id,
+            record.summary.source.kind(),
+            job.name
+        )));
+    }
     let Some(sqlite) = job.sqlite() else {
         return Err(Error::InvalidArgument(format!(
             "job '{}' has no SQLite database to restore in place",
@@ -130,6 +138,7 @@ pub fn restore(
     Ok(Restored {
         id: record.id.clone(),
         safety_backup_id,
+        database_name: None,
         database_path: only.db().then(|| live_db.clone()),
         media_paths: if only.media() {
             job.media.clone()
@@ -140,7 +149,7 @@ pub fn restore(
 }
 
 /// Media can be restored in place only into as many directories as were backed up.
-fn check_media_roots(record: &BackupRecord, job: &JobConfig, only: Only) -> Result<(), Error> {
+pub(super) fn check_media_roots(record: &BackupRecord, job: &JobConfig, only: Only) -> Result<(), Error> {
     let backed_up = record.summary.media_roots.len();
     if only.media() && backed_up != job.media.len() {
         return Err(Error::InvalidArgument(format!(
@@ -157,33 +166,46 @@ fn check_media_roots(record: &BackupRecord, job: &JobConfig, only: Only) -> Resu
 /// target (same filesystem, so the swap is a rename). Returns the layout and the
 /// staging directories.
 fn plan_layout(record: &BackupRecord, job: &JobConfig, live_db: &Path, only: Only) -> (Layout, Vec<PathBuf>) {
-    let stage_dir = |target: &Path| -> PathBuf {
-        let parent = target.parent().unwrap_or(Path::new("/"));
-        let name = target
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default();
-        parent.join(format!(".coffer-restore-{}-{name}", record.id))
-    };
     let mut layout = Layout::default();
     let mut stages = Vec::new();
     if only.db() {
-        let stage = stage_dir(live_db);
+        let stage = stage_dir(record, live_db);
         layout.db = Some(stage.join("db"));
         stages.push(stage);
     }
+    plan_media(record, job, only, &mut layout, &mut stages);
+    (layout, stages)
+}
+
+/// The staging directory of `target`: `.coffer-restore-<id>-<name>` beside it.
+fn stage_dir(record: &BackupRecord, target: &Path) -> PathBuf {
+    let parent = target.parent().unwrap_or(Path::new("/"));
+    let name = target
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    parent.join(format!(".coffer-restore-{}-{name}", record.id))
+}
+
+/// Adds the media directories' staging (beside each) to `layout` and `stages`.
+pub(super) fn plan_media(
+    record: &BackupRecord,
+    job: &JobConfig,
+    only: Only,
+    layout: &mut Layout,
+    stages: &mut Vec<PathBuf>,
+) {
     if only.media() {
         for root in &job.media {
-            let stage = stage_dir(root);
+            let stage = stage_dir(record, root);
             layout.media.push(Some(stage.join("root")));
             stages.push(stage);
         }
     }
-    (layout, stages)
 }
 
 /// Creates the (fresh) staging directories; they are removed when the result drops.
-fn create_stages(stages: &[PathBuf]) -> Result<Cleanup, Error> {
+pub(super) fn create_stages(stages: &[PathBuf]) -> Result<Cleanup, Error> {
     let mut cleanup = Cleanup::new();
     for stage in stages {
         cleanup.add(stage);
@@ -229,30 +251,54 @@ fn swap_in(
         }
         plan.push((live_db.to_owned(), Some(db.clone())));
     }
-    for (root, staged) in job.media.iter().zip(&layout.media) {
-        if let Some(staged) = staged {
-            plan.push((root.clone(), Some(staged.clone())));
-        }
-    }
-    sync_staged(&plan)?;
-    let mut swap = Swap::new(&record.id);
-    journal.swapping(&swap, &plan)?;
-    let swapped = plan.iter().try_for_each(|(live, staged)| match staged {
-        Some(staged) => swap.replace(live, staged),
-        None => swap.set_aside(live),
-    });
-    if let Err(e) = swapped {
-        let rolled_back = swap.rollback();
-        if rolled_back.is_err() {
-            // Start-up retries the rollback from the journal.
-            journal.keep();
-        }
-        return Err(Error::Swap {
-            source: e,
-            rolled_back: rolled_back.is_ok(),
-        });
+    plan.extend(media_plan(job, layout));
+    let mut swap = begin_swap(&record.id, &plan, journal)?;
+    if let Err(e) = run_moves(&mut swap, &plan) {
+        return Err(roll_back(swap, journal, e));
     }
     journal.committed()?;
     swap.commit();
     Ok(())
+}
+
+/// The moves of the staged media directories over the live ones.
+pub(super) fn media_plan(job: &JobConfig, layout: &Layout) -> Vec<(PathBuf, Option<PathBuf>)> {
+    job.media
+        .iter()
+        .zip(&layout.media)
+        .filter_map(|(root, staged)| staged.as_ref().map(|s| (root.clone(), Some(s.clone()))))
+        .collect()
+}
+
+/// Flushes the staged data and writes the plan to the journal; nothing moved yet.
+pub(super) fn begin_swap(
+    id: &str,
+    plan: &[(PathBuf, Option<PathBuf>)],
+    journal: &mut Journal,
+) -> Result<Swap, Error> {
+    sync_staged(plan)?;
+    let swap = Swap::new(id);
+    journal.swapping(&swap, plan)?;
+    Ok(swap)
+}
+
+/// Makes the planned moves (each undoable until the swap is committed).
+pub(super) fn run_moves(swap: &mut Swap, plan: &[(PathBuf, Option<PathBuf>)]) -> std::io::Result<()> {
+    plan.iter().try_for_each(|(live, staged)| match staged {
+        Some(staged) => swap.replace(live, staged),
+        None => swap.set_aside(live),
+    })
+}
+
+/// Undoes the moves after `cause`; if that fails too, the journal is kept so that
+/// start-up retries. Returns the error to report.
+pub(super) fn roll_back(swap: Swap, journal: &mut Journal, cause: std::io::Error) -> Error {
+    let rolled_back = swap.rollback();
+    if rolled_back.is_err() {
+        journal.keep();
+    }
+    Error::Swap {
+        source: cause,
+        rolled_back: rolled_back.is_ok(),
+    }
 }

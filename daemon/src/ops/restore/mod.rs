@@ -14,20 +14,24 @@
 //! live changes.
 //!
 //! - [`in_place`]: the in-place restore of an SQLite job.
+//! - [`database`]: in-place, `--to-database` and drill restores of PostgreSQL and
+//!   MariaDB jobs.
 //! - [`swap`]: [`swap::Swap`], renames that can be rolled back.
 //! - [`journal`]: the on-disk journal that lets start-up finish or undo a swap.
 
+pub mod database;
 pub mod in_place;
 pub mod journal;
 pub mod swap;
 
 use std::path::{Path, PathBuf};
 
-pub use journal::recover;
+pub use journal::{recover, recover_job};
 
 use super::{Ctx, verify};
 use crate::archive::{self, Layout};
 use crate::catalog::BackupRecord;
+use crate::config::SourceConfig;
 use crate::error::Error;
 use crate::fsutil::{self, Cleanup};
 use crate::manifest::Sidecar;
@@ -70,20 +74,49 @@ pub struct Restored {
     pub safety_backup_id: Option<String>,
     pub database_path: Option<PathBuf>,
     pub media_paths: Vec<PathBuf>,
+    /// Database-server jobs: the database restored into.
+    pub database_name: Option<String>,
 }
 
-/// Restores `record` into `to`, or in place when `to` is `None` (see the module doc).
+/// Where a restore goes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Target {
+    /// Over the live data of the backup's job.
+    InPlace,
+    /// Into a new or empty directory (`--to DIR`).
+    Dir(PathBuf),
+    /// Into a new database on the job's server (`--to-database NAME`).
+    Database(String),
+}
+
+impl Target {
+    /// Whether the restore changes the job's live data (and so claims the job).
+    pub fn is_in_place(&self) -> bool {
+        *self == Target::InPlace
+    }
+}
+
+/// Restores `record` to `target` (see the module doc).
 pub fn restore(
     ctx: &Ctx,
     record: &BackupRecord,
-    to: Option<&Path>,
+    target: &Target,
     only: Only,
     force: bool,
     progress: Progress<'_>,
 ) -> Result<Restored, Error> {
-    match to {
-        Some(dir) => restore_to(ctx, record, dir, only, progress),
-        None => in_place::restore(ctx, record, ctx.job(&record.job)?, only, force, progress),
+    match target {
+        Target::Dir(dir) => restore_to(ctx, record, dir, only, progress),
+        Target::Database(name) => database::restore_to_database(ctx, record, name, progress),
+        Target::InPlace => {
+            let job = ctx.job(&record.job)?;
+            match job.source {
+                SourceConfig::Sqlite(_) => in_place::restore(ctx, record, job, only, force, progress),
+                SourceConfig::Postgres(_) | SourceConfig::Mariadb(_) => {
+                    database::restore_in_place(ctx, record, job, only, force, progress)
+                }
+            }
+        }
     }
 }
 
@@ -177,6 +210,7 @@ fn restore_to(
     Ok(Restored {
         id: record.id.clone(),
         safety_backup_id: None,
+        database_name: None,
         database_path: only.db().then(|| dir.join("db").join(db_name)),
         media_paths: if only.media() {
             (0..roots)
