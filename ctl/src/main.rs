@@ -9,6 +9,7 @@
 //! - [`output`]: tables and JSON documents.
 //! - [`progress`]: progress bars on a TTY, plain lines otherwise.
 //! - [`transfer`]: download and upload of archives, confirmation prompts.
+//! - [`encryption`]: the `rekey` command (re-encryption to new recipients).
 
 /// `println!` for stdout that ends cofferctl quietly when the reader has gone
 /// (`cofferctl list | head`), as a program killed by SIGPIPE would, instead of
@@ -19,6 +20,7 @@ macro_rules! outln {
     };
 }
 
+mod encryption;
 mod health;
 mod output;
 mod progress;
@@ -132,6 +134,13 @@ enum Command {
         /// Also run SQLite's integrity and foreign-key checks on the database.
         #[arg(long)]
         deep: bool,
+    },
+    /// Re-encrypt an encrypted backup to its job's current recipients (key rotation).
+    Rekey {
+        id: String,
+        /// Confirm: afterwards only the current recipients can decrypt it.
+        #[arg(long)]
+        yes: bool,
     },
 }
 
@@ -339,6 +348,7 @@ async fn dispatch(c: &mut Client, command: Command, json: bool) -> Result<()> {
             .await?;
             output::verified(&verified, json);
         }
+        Command::Rekey { id, yes } => encryption::rekey(c, id, yes, json).await?,
     }
     Ok(())
 }

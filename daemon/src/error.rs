@@ -13,6 +13,7 @@ use std::path::{Path, PathBuf};
 use coffer_common::ids;
 
 use crate::archive::ArchiveError;
+use crate::archive::crypt::CryptError;
 use crate::catalog::CatalogError;
 use crate::source::SourceError;
 use crate::store::StoreError;
@@ -106,6 +107,16 @@ pub enum Error {
     Cancelled,
     #[error("internal error: {0}")]
     Internal(String),
+    /// Keys, encryption or decryption (no identity, damaged ciphertext, ...). Boxed:
+    /// it is large, and errors travel in every `Result`.
+    #[error(transparent)]
+    Crypt(Box<CryptError>),
+}
+
+impl From<CryptError> for Error {
+    fn from(e: CryptError) -> Error {
+        Error::Crypt(Box::new(e))
+    }
 }
 
 impl Error {
@@ -151,6 +162,7 @@ impl Error {
                 ArchiveError::Source { .. } => K::Precondition,
                 ArchiveError::Cancelled => K::Cancelled,
                 ArchiveError::Write(_) | ArchiveError::Read(_) => K::Internal,
+                ArchiveError::Crypt(e) => crypt_kind(e),
             },
             Error::Sidecar { .. } | Error::Drill { .. } => K::DataLoss,
             Error::NoSpace(_) => K::NoSpace,
@@ -163,6 +175,7 @@ impl Error {
             Error::SafetyBackup(inner) => inner.kind(),
             Error::Cancelled => K::Cancelled,
             Error::Internal(_) => K::Internal,
+            Error::Crypt(e) => crypt_kind(e),
         }
     }
 
@@ -179,6 +192,10 @@ impl Error {
             Error::Store(StoreError::NoSpace(_)) => true,
             Error::Store(StoreError::Io { source, .. }) => source.raw_os_error() == Some(nix::libc::ENOSPC),
             Error::SafetyBackup(inner) => inner.is_disk_full(),
+            Error::Crypt(c) => match &**c {
+                CryptError::Write(e) | CryptError::Read(e) => e.raw_os_error() == Some(nix::libc::ENOSPC),
+                _ => false,
+            },
             _ => false,
         }
     }
@@ -195,6 +212,32 @@ fn source_kind(e: &SourceError) -> ErrorKind {
         SourceError::Check { .. } => ErrorKind::DataLoss,
         _ if e.is_disk_full() => ErrorKind::NoSpace,
         _ => ErrorKind::Internal,
+    }
+}
+
+/// The kind of a failure of the age layer.
+fn crypt_kind(e: &CryptError) -> ErrorKind {
+    match e {
+        // The admin has to provide a key: the archive is fine.
+        CryptError::NoIdentity { .. } | CryptError::NoMatchingIdentity { .. } => ErrorKind::Precondition,
+        // Config values: refused at load, so only reachable from a request.
+        CryptError::NoRecipients
+        | CryptError::InvalidRecipient { .. }
+        | CryptError::IdentityRead { .. }
+        | CryptError::IdentityPermissions { .. }
+        | CryptError::IdentityTooLarge { .. }
+        | CryptError::IdentityInvalid { .. }
+        | CryptError::IdentityUnsupported { .. }
+        | CryptError::IdentityEmpty { .. } => ErrorKind::Precondition,
+        CryptError::NotAgeFile { .. }
+        | CryptError::UnsupportedVersion
+        | CryptError::HeaderDamaged { .. }
+        | CryptError::Corrupt { .. }
+        | CryptError::Truncated { .. }
+        | CryptError::RekeyVerify { .. } => ErrorKind::DataLoss,
+        CryptError::Read(e) | CryptError::Write(e) => io_kind(e),
+        CryptError::Cancelled => ErrorKind::Cancelled,
+        CryptError::Poisoned | CryptError::Encrypt(_) => ErrorKind::Internal,
     }
 }
 

@@ -16,8 +16,10 @@ use std::time::Duration;
 use serde::Deserialize;
 
 pub mod drill;
+pub mod encryption;
 
 pub use drill::DrillConfig;
+pub use encryption::EncryptionConfig;
 
 use crate::policy::retention::Policy;
 use crate::policy::schedule::Schedule;
@@ -145,6 +147,8 @@ pub struct JobConfig {
     pub hooks: Hooks,
     /// Restore drills (`[job.drill]`).
     pub drill: DrillConfig,
+    /// `[job.encryption]`: archives are `<id>.tar.zst.age` when set.
+    pub encryption: Option<EncryptionConfig>,
 }
 
 /// `[job.hooks]`: argv arrays run without a shell.
@@ -258,6 +262,7 @@ struct RawJob {
     hooks: RawHooks,
     #[serde(default)]
     drill: drill::RawDrill,
+    encryption: Option<encryption::RawEncryption>,
 }
 
 #[derive(Deserialize, Default)]
@@ -436,8 +441,14 @@ impl Validator<'_> {
         })
     }
 
-    /// The SQLite source of a job: `database`, `busy-timeout`, `snapshot-method`.
-    fn sqlite(&self, key: &dyn Fn(&str) -> String, raw: &RawJob) -> Result<SourceConfig, ConfigError> {
+    /// The SQLite source of a job: `database`, `busy-timeout`, `snapshot-method` (for an
+    /// encrypted job `page-stream`, which writes no plaintext copy).
+    fn sqlite(
+        &self,
+        key: &dyn Fn(&str) -> String,
+        raw: &RawJob,
+        encrypted: bool,
+    ) -> Result<SourceConfig, ConfigError> {
         let database = self.absolute(&key("database"), &raw.database)?;
         match database.file_name().map(|n| n.to_str()) {
             None => return Err(self.err(key("database"), "must name a database file")),
@@ -458,16 +469,20 @@ impl Validator<'_> {
         if busy_timeout > Duration::from_secs(i32::MAX as u64 / 1000) {
             return Err(self.err(key("busy-timeout"), "is too long"));
         }
-        let method_text = raw
-            .snapshot_method
-            .as_deref()
-            .unwrap_or(SnapshotMethod::VacuumInto.as_str());
+        let default_method = match encrypted {
+            true => SnapshotMethod::PageStream,
+            false => SnapshotMethod::VacuumInto,
+        };
+        let method_text = raw.snapshot_method.as_deref().unwrap_or(default_method.as_str());
         let snapshot_method = SnapshotMethod::parse(method_text).ok_or_else(|| {
             self.err(
                 key("snapshot-method"),
                 format!("'{method_text}' is not a snapshot method; use \"vacuum-into\" or \"page-stream\""),
             )
         })?;
+        if encrypted && snapshot_method == SnapshotMethod::VacuumInto {
+            return Err(self.err(key("snapshot-method"), encryption::VACUUM_INTO_REFUSED));
+        }
         Ok(SourceConfig::Sqlite(SqliteConfig {
             path: database,
             busy_timeout,
@@ -475,7 +490,7 @@ impl Validator<'_> {
         }))
     }
 
-    fn job(&self, index: usize, raw: RawJob) -> Result<JobConfig, ConfigError> {
+    fn job(&self, index: usize, mut raw: RawJob) -> Result<JobConfig, ConfigError> {
         let name = raw.name.clone();
         if !coffer_common::ids::is_valid_job_name(&name) {
             return Err(self.err(
@@ -486,7 +501,8 @@ impl Validator<'_> {
             ));
         }
         let key = |k: &str| format!("job '{name}': {k}");
-        let source = self.sqlite(&key, &raw)?;
+        let encryption = self.encryption(&name, raw.encryption.take())?;
+        let source = self.sqlite(&key, &raw, encryption.is_some())?;
         let mut media = Vec::with_capacity(raw.media.len());
         for dir in &raw.media {
             media.push(self.absolute(&key("media"), dir)?);
@@ -533,6 +549,7 @@ impl Validator<'_> {
             catch_up: raw.catch_up.unwrap_or(true),
             retention,
             hooks,
+            encryption,
             name,
         })
     }
