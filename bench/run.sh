@@ -344,7 +344,7 @@ database = $(toml_str "$DB")
 media = [$(toml_str "$MEDIA")]
 schedule = "manual"
 compression-level = 3
-verify-after-backup = false
+verify-after-backup = $VERIFY
 min-free-space = "0B"
 
 [job.encryption]

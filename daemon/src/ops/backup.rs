@@ -601,6 +601,17 @@ mod tests {
                 "{err}"
             );
             assert_eq!(no_key.ctx().get(&record.id).unwrap().verify_result, "ok");
+            // A backup without the identity file: read back as it is written, its
+            // ciphertext hashed.
+            let keyless = {
+                let ctx = no_key.ctx();
+                take(&ctx, ctx.job("app").unwrap(), "", false, &mut |_| {}).unwrap()
+            };
+            assert!(
+                keyless.verified_at > 0 && keyless.verify_result == "ok",
+                "{keyless:?}"
+            );
+            assert!(keyless.is_encrypted());
             // With it: every entry, and deep.
             let v = verify::verify(&ctx, &record, true, &mut |_| {}).unwrap();
             assert!(!v.ciphertext_only && v.entries == 5, "{v:?}");

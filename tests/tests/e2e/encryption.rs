@@ -306,6 +306,9 @@ fn deep_verify_and_restore_need_the_identity_and_a_flipped_byte_is_caught() {
         (deep["ok"].clone(), deep["deep"].clone()),
         (Value::Bool(true), Value::Bool(true))
     );
+    // A restore drill decrypts it too.
+    let drilled = d.ctl_json(&["drill", "app"]);
+    assert_eq!(drilled["backup-id"], id.as_str(), "{drilled}");
 
     // In place, with the identity: the live data is the backup's again.
     change_db(&app.db);
@@ -323,6 +326,7 @@ fn deep_verify_and_restore_need_the_identity_and_a_flipped_byte_is_caught() {
     let how = "set identity-file in [job.encryption]";
     assert_error_sentence(&d.ctl(&["verify", &id, "--deep"]), 1, how);
     assert_error_sentence(&d.ctl(&["restore", &id, "--yes"]), 1, how);
+    assert_error_sentence(&d.ctl(&["drill", "app"]), 1, how);
     let target = short_tempdir("coffer-to-");
     let to = target.path().join("drill");
     assert_error_sentence(&d.ctl(&["restore", &id, "--to", to.to_str().unwrap()]), 1, how);
