@@ -250,19 +250,7 @@ async fn dispatch(c: &mut Client, command: Command, json: bool) -> Result<()> {
             let jobs = c.list_jobs(proto::ListJobsRequest {}).await?.into_inner();
             output::jobs(&jobs.jobs, json);
         }
-        Command::Backup { job, note } => {
-            let request = proto::CreateBackupRequest {
-                job: job.clone(),
-                note: note.unwrap_or_default(),
-            };
-            let stream = c.create_backup(request).await?.into_inner();
-            let backup = follow(stream, &format!("backing up {job}"), |e| match e {
-                Event::Backup(b) => Some(b),
-                _ => None,
-            })
-            .await?;
-            output::created(&backup, json);
-        }
+        Command::Backup { job, note } => backup(c, job, note, json).await?,
         Command::List { job } => {
             let list = c
                 .list_backups(proto::ListBackupsRequest {
@@ -350,6 +338,22 @@ async fn dispatch(c: &mut Client, command: Command, json: bool) -> Result<()> {
         }
         Command::Rekey { id, yes } => encryption::rekey(c, id, yes, json).await?,
     }
+    Ok(())
+}
+
+/// `backup`: a backup of `job` now, following its progress.
+async fn backup(c: &mut Client, job: String, note: Option<String>, json: bool) -> Result<()> {
+    let request = proto::CreateBackupRequest {
+        job: job.clone(),
+        note: note.unwrap_or_default(),
+    };
+    let stream = c.create_backup(request).await?.into_inner();
+    let backup = follow(stream, &format!("backing up {job}"), |e| match e {
+        Event::Backup(b) => Some(b),
+        _ => None,
+    })
+    .await?;
+    output::created(&backup, json);
     Ok(())
 }
 
