@@ -331,7 +331,9 @@ min-free-space = "0B"
 EOF
     if [[ $ENCRYPT -eq 1 ]]; then
         # The same data as an encrypted job (it streams pages: encrypted jobs never
-        # write a plaintext copy to staging), with the identity so it can restore.
+        # write a plaintext copy to staging). It backs up without its identity, as
+        # recommended (the key stays offline); the restore rounds add identity-file
+        # and reload (see add_identity).
         mkdir -p "$C/keys"
         age-keygen -o "$C/keys/identity.txt" 2>/dev/null
         chmod 600 "$C/keys/identity.txt"
@@ -349,7 +351,6 @@ min-free-space = "0B"
 
 [job.encryption]
 recipients = ["$AGE_RECIPIENT"]
-identity-file = $(toml_str "$C/keys/identity.txt")
 EOF
     fi
     log "starting cofferd (config $C/cofferd.toml)"
@@ -418,6 +419,15 @@ coffer_backup_age() {
     LAST_AGE_ID=${line%% *}
     AGE_ARCHIVE_BYTES=${line##* }
     log "  coffer backup age round $1: ${LAST_SECS} s, archive $(mib "$AGE_ARCHIVE_BYTES") MiB (id $LAST_AGE_ID)"
+}
+
+# Gives the encrypted job its identity (the last table of the config is its
+# [job.encryption]) and reloads cofferd, so that it can restore.
+add_identity() {
+    printf 'identity-file = %s\n' "$(toml_str "$C/keys/identity.txt")" >>"$C/cofferd.toml"
+    kill -HUP "$DAEMON_PID"
+    sleep 1
+    ctl verify "$LAST_AGE_ID" --deep >>"$LOGS/cofferctl.log" 2>&1 || die "the reloaded identity cannot read $LAST_AGE_ID (log: $LOGS/cofferd.log)"
 }
 
 # cofferctl restore of the last encrypted backup into an empty directory, timed.
@@ -492,6 +502,7 @@ fi
 COFFER_RESTORE=0
 if [[ $RESTORE -eq 1 && $BASELINE_ONLY -eq 0 && $RESTORE_SUPPORTED -eq 1 ]]; then
     COFFER_RESTORE=1
+    if [[ $ENCRYPT -eq 1 ]]; then add_identity; fi
     if [[ $HWM_RESETTABLE -eq 1 ]]; then reset_hwm || true; fi
 fi
 if [[ $RESTORE -eq 1 ]]; then
@@ -625,7 +636,7 @@ if [[ -n $(git -C "$REPO_ROOT" status --porcelain 2>/dev/null | head -n 1) ]]; t
     fi
     if [[ $ENCRYPT -eq 1 && $BASELINE_ONLY -eq 0 ]]; then
         echo
-        echo "| encrypted job (age, page-stream) | coffer plain (s) | coffer encrypted (s) | ratio (encrypted/plain) | archive size plain vs encrypted |"
+        echo "| encrypted job (age, page-stream; backup without its identity, restore with it) | coffer plain (s) | coffer encrypted (s) | ratio (encrypted/plain) | archive size plain vs encrypted |"
         echo "|---|---:|---:|---:|---|"
         echo "| backup | $cb_med | $ab_med | $age_ratio | $cof_size vs $(mib "$AGE_ARCHIVE_BYTES") MiB |"
         if [[ $COFFER_RESTORE -eq 1 ]]; then
