@@ -28,6 +28,7 @@ VERIFY=true          # cofferd's verify-after-backup (true is its default)
 KEEP=0               # keep archives and restored trees at the end
 STRICT=0             # exit 3 if a target is missed
 METHOD=vacuum-into   # cofferd's snapshot-method
+ENCRYPT=0            # also back up (and restore) an age-encrypted job
 
 usage() {
     cat <<EOF
@@ -50,6 +51,8 @@ Usage: bash bench/run.sh [options]
   --keep             keep archives and restored trees in the work dir
   --strict           exit 3 if a target in bench/README.md is missed
   --snapshot-method M  cofferd's snapshot method: vacuum-into (default) or page-stream
+  --encryption       also back up and restore the same data as an age-encrypted job
+                     (a key made with age-keygen), side by side with the plain job
   -h, --help         this text
 
 Environment:
@@ -86,6 +89,7 @@ while [[ $# -gt 0 ]]; do
         --keep)      KEEP=1; shift ;;
         --strict)    STRICT=1; shift ;;
         --snapshot-method) need_value "$@"; METHOD=$2; shift 2 ;;
+        --encryption) ENCRYPT=1; shift ;;
         -h|--help)   usage; exit 0 ;;
         *)           usage >&2; die "unknown argument: $1" ;;
     esac
@@ -207,6 +211,7 @@ ensure_tools() {
     command -v tar >/dev/null || pkgs+=(tar)
     { [[ -x /usr/bin/time ]] && /usr/bin/time --version 2>&1 | grep -q GNU; } || pkgs+=(time)
     command -v python3 >/dev/null || pkgs+=(python3)
+    if [[ $ENCRYPT -eq 1 ]]; then command -v age-keygen >/dev/null || pkgs+=(age); fi
     [[ ${#pkgs[@]} -eq 0 ]] && return 0
     command -v apt-get >/dev/null || die "missing tools and no apt-get; install: ${pkgs[*]}"
     if [[ $(id -u) -ne 0 ]]; then
@@ -289,6 +294,7 @@ baseline_restore() {
 
 COF_BACKUP_S=() COF_RESTORE_S=() CTL_RSS=()
 COF_ARCHIVE_BYTES=0 LAST_ID=
+AGE_BACKUP_S=() AGE_RESTORE_S=() AGE_ARCHIVE_BYTES=0 LAST_AGE_ID= AGE_RECIPIENT=
 IDLE_RSS_KIB=0 STARTUP_HWM_KIB=0 BACKUP_HWM_KIB=0 RESTORE_HWM_KIB=0 IDLE_AFTER_KIB=0
 HWM_RESETTABLE=0 RESTORE_SUPPORTED=0
 
@@ -323,6 +329,30 @@ verify-after-backup = $VERIFY
 snapshot-method = "$METHOD"
 min-free-space = "0B"
 EOF
+    if [[ $ENCRYPT -eq 1 ]]; then
+        # The same data as an encrypted job (it streams pages: encrypted jobs never
+        # write a plaintext copy to staging). It backs up without its identity, as
+        # recommended (the key stays offline); the restore rounds add identity-file
+        # and reload (see add_identity).
+        mkdir -p "$C/keys"
+        age-keygen -o "$C/keys/identity.txt" 2>/dev/null
+        chmod 600 "$C/keys/identity.txt"
+        AGE_RECIPIENT=$(age-keygen -y "$C/keys/identity.txt")
+        cat >>"$C/cofferd.toml" <<EOF
+
+[[job]]
+name = "bench-age"
+database = $(toml_str "$DB")
+media = [$(toml_str "$MEDIA")]
+schedule = "manual"
+compression-level = 3
+verify-after-backup = $VERIFY
+min-free-space = "0B"
+
+[job.encryption]
+recipients = ["$AGE_RECIPIENT"]
+EOF
+    fi
     log "starting cofferd (config $C/cofferd.toml)"
     "$BIN/cofferd" --config "$C/cofferd.toml" >"$LOGS/cofferd.log" 2>&1 &
     DAEMON_PID=$!
@@ -344,16 +374,18 @@ EOF
     if reset_hwm; then HWM_RESETTABLE=1; fi
 }
 
-# "ID SIZE" of the newest backup of the bench job, from cofferctl --json list.
+# "ID SIZE" of the newest backup of job $1 (default bench), from cofferctl --json list.
 newest_backup() {
-    ctl --json list bench | python3 -c '
+    local job=${1:-bench}
+    ctl --json list "$job" | python3 -c '
 import json, sys
-backups = [b for b in json.load(sys.stdin) if b.get("job", "bench") == "bench"]
+job = sys.argv[1]
+backups = [b for b in json.load(sys.stdin) if b.get("job", job) == job]
 if not backups:
-    sys.exit("cofferctl list: no backup of job bench")
+    sys.exit("cofferctl list: no backup of job " + job)
 b = max(backups, key=lambda b: b.get("created-at") or "")
 print(b["id"], b["size"])
-'
+' "$job"
 }
 
 # cofferctl backup bench, timed; the previous round's backup is deleted first (untimed).
@@ -371,6 +403,42 @@ coffer_backup() {
     LAST_ID=${line%% *}
     COF_ARCHIVE_BYTES=${line##* }
     log "  coffer backup     round $1: ${LAST_SECS} s, archive $(mib "$COF_ARCHIVE_BYTES") MiB (id $LAST_ID)"
+}
+
+# cofferctl backup bench-age (the encrypted job), timed; as coffer_backup.
+coffer_backup_age() {
+    if [[ -n $LAST_AGE_ID ]]; then
+        ctl delete "$LAST_AGE_ID" --yes >>"$LOGS/cofferctl.log" 2>&1 || die "cofferctl delete $LAST_AGE_ID failed (log: $LOGS/cofferctl.log)"
+        LAST_AGE_ID=
+    fi
+    settle
+    timed "$LOGS/cofferctl.log" "$BIN/cofferctl" --socket "$SOCK" backup bench-age
+    AGE_BACKUP_S+=("$LAST_SECS")
+    local line
+    line=$(newest_backup bench-age) || die "cannot read the backup list"
+    LAST_AGE_ID=${line%% *}
+    AGE_ARCHIVE_BYTES=${line##* }
+    log "  coffer backup age round $1: ${LAST_SECS} s, archive $(mib "$AGE_ARCHIVE_BYTES") MiB (id $LAST_AGE_ID)"
+}
+
+# Gives the encrypted job its identity (the last table of the config is its
+# [job.encryption]) and reloads cofferd, so that it can restore.
+add_identity() {
+    printf 'identity-file = %s\n' "$(toml_str "$C/keys/identity.txt")" >>"$C/cofferd.toml"
+    kill -HUP "$DAEMON_PID"
+    sleep 1
+    ctl verify "$LAST_AGE_ID" --deep >>"$LOGS/cofferctl.log" 2>&1 || die "the reloaded identity cannot read $LAST_AGE_ID (log: $LOGS/cofferd.log)"
+}
+
+# cofferctl restore of the last encrypted backup into an empty directory, timed.
+coffer_restore_age() {
+    local dir=$C/restore-age
+    rm -rf "$dir"
+    mkdir -p "$dir"
+    settle
+    timed "$LOGS/cofferctl.log" "$BIN/cofferctl" --socket "$SOCK" restore "$LAST_AGE_ID" --to "$dir" --yes
+    AGE_RESTORE_S+=("$LAST_SECS")
+    log "  coffer restore age round $1: ${LAST_SECS} s"
 }
 
 # cofferctl restore of the last backup into an empty directory, timed.
@@ -419,7 +487,9 @@ for ((r = 1; r <= ROUNDS; r++)); do
     elif ((r % 2 == 1)); then
         baseline_backup "$r"
         coffer_backup "$r"
+        if [[ $ENCRYPT -eq 1 ]]; then coffer_backup_age "$r"; fi
     else
+        if [[ $ENCRYPT -eq 1 ]]; then coffer_backup_age "$r"; fi
         coffer_backup "$r"
         baseline_backup "$r"
     fi
@@ -432,6 +502,7 @@ fi
 COFFER_RESTORE=0
 if [[ $RESTORE -eq 1 && $BASELINE_ONLY -eq 0 && $RESTORE_SUPPORTED -eq 1 ]]; then
     COFFER_RESTORE=1
+    if [[ $ENCRYPT -eq 1 ]]; then add_identity; fi
     if [[ $HWM_RESETTABLE -eq 1 ]]; then reset_hwm || true; fi
 fi
 if [[ $RESTORE -eq 1 ]]; then
@@ -442,7 +513,9 @@ if [[ $RESTORE -eq 1 ]]; then
         elif ((r % 2 == 1)); then
             baseline_restore "$r"
             coffer_restore "$r"
+            if [[ $ENCRYPT -eq 1 ]]; then coffer_restore_age "$r"; fi
         else
+            if [[ $ENCRYPT -eq 1 ]]; then coffer_restore_age "$r"; fi
             coffer_restore "$r"
             baseline_restore "$r"
         fi
@@ -466,6 +539,9 @@ if [[ $BASELINE_ONLY -eq 0 ]]; then
     IDLE_AFTER_KIB=$(proc_kib "$DAEMON_PID" VmRSS)
     if [[ -n $LAST_ID && $KEEP -eq 0 ]]; then
         ctl delete "$LAST_ID" --yes >>"$LOGS/cofferctl.log" 2>&1 || log "note: could not delete $LAST_ID"
+    fi
+    if [[ -n $LAST_AGE_ID && $KEEP -eq 0 ]]; then
+        ctl delete "$LAST_AGE_ID" --yes >>"$LOGS/cofferctl.log" 2>&1 || log "note: could not delete $LAST_AGE_ID"
     fi
     stop_daemon
 fi
@@ -510,6 +586,17 @@ fi
 BACKUP_TARGET=1.0
 if [[ $METHOD == page-stream ]]; then BACKUP_TARGET=0.5; fi
 verdict v_backup "$backup_ratio" "$BACKUP_TARGET"
+ab_med=$NA age_ratio=$NA ar_med=$NA age_restore_ratio=$NA v_age=''
+if [[ $ENCRYPT -eq 1 && $BASELINE_ONLY -eq 0 ]]; then
+    ab_med=$(median "${AGE_BACKUP_S[@]}")
+    age_ratio=$(ratio "$ab_med" "$cb_med")
+    if [[ $COFFER_RESTORE -eq 1 ]]; then
+        ar_med=$(median "${AGE_RESTORE_S[@]}")
+        age_restore_ratio=$(ratio "$ar_med" "$cr_med")
+    fi
+fi
+# The encryption issue: an encrypted backup ≤ 1.1× the same backup without it.
+verdict v_age "$age_ratio" 1.1
 verdict v_restore "$restore_ratio" 1.5
 verdict v_peak "$peak_all" 64
 verdict v_idle "$idle" 20
@@ -547,12 +634,24 @@ if [[ -n $(git -C "$REPO_ROOT" status --porcelain 2>/dev/null | head -n 1) ]]; t
     if [[ $RESTORE -eq 1 ]]; then
         echo "| restore | $br_med | $cr_med | $restore_ratio | $NA | $peak_r | $NA |"
     fi
+    if [[ $ENCRYPT -eq 1 && $BASELINE_ONLY -eq 0 ]]; then
+        echo
+        echo "| encrypted job (age, page-stream; backup without its identity, restore with it) | coffer plain (s) | coffer encrypted (s) | ratio (encrypted/plain) | archive size plain vs encrypted |"
+        echo "|---|---:|---:|---:|---|"
+        echo "| backup | $cb_med | $ab_med | $age_ratio | $cof_size vs $(mib "$AGE_ARCHIVE_BYTES") MiB |"
+        if [[ $COFFER_RESTORE -eq 1 ]]; then
+            echo "| restore | $cr_med | $ar_med | $age_restore_ratio | $NA |"
+        fi
+    fi
     echo
     echo "Targets:"
     echo "- backup ($METHOD) ≤ ${BACKUP_TARGET}× baseline: $v_backup ($backup_ratio)"
     echo "- restore (incl. verification) ≤ 1.5× plain extraction: $v_restore ($restore_ratio)"
     echo "- cofferd peak RSS ≤ 64 MiB: $v_peak ($(with_mib "$peak_all"))"
     echo "- cofferd idle RSS ≤ 20 MiB: $v_idle ($(with_mib "$idle"))"
+    if [[ $ENCRYPT -eq 1 ]]; then
+        echo "- encrypted backup ≤ 1.1× the plain one ($METHOD): $v_age ($age_ratio)"
+    fi
     echo
     echo "Details:"
     echo "- baseline backup rounds (s): ${BASE_BACKUP_S[*]}; peak RSS of the largest baseline process $(kib_mib "$(max "${BASE_BACKUP_RSS[@]}")") MiB"
@@ -561,6 +660,9 @@ if [[ -n $(git -C "$REPO_ROOT" status --porcelain 2>/dev/null | head -n 1) ]]; t
     fi
     if [[ $RESTORE -eq 1 ]]; then
         echo "- baseline restore rounds (s): ${BASE_RESTORE_S[*]}; peak RSS $(kib_mib "$(max "${BASE_RESTORE_RSS[@]}")") MiB"
+    fi
+    if [[ $ENCRYPT -eq 1 && $BASELINE_ONLY -eq 0 ]]; then
+        echo "- coffer encrypted backup rounds (s): ${AGE_BACKUP_S[*]}; restore rounds (s): ${AGE_RESTORE_S[*]:-}"
     fi
     if [[ $COFFER_RESTORE -eq 1 ]]; then
         echo "- coffer restore rounds (s): ${COF_RESTORE_S[*]}"
@@ -577,7 +679,7 @@ if [[ -n $(git -C "$REPO_ROOT" status --porcelain 2>/dev/null | head -n 1) ]]; t
 } | tee "$REPORT"
 
 if [[ $KEEP -eq 0 ]]; then
-    rm -rf "$B/snap" "$B/out.tar.zst" "$B/restore" "$C/restore" "$C/backups"
+    rm -rf "$B/snap" "$B/out.tar.zst" "$B/restore" "$C/restore" "$C/restore-age" "$C/backups"
 fi
 log "report written to $REPORT"
 if [[ $STRICT -eq 1 && $MISSED -eq 1 ]]; then

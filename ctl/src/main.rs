@@ -10,6 +10,7 @@
 //! - [`progress`]: progress bars on a TTY, plain lines otherwise.
 //! - [`transfer`]: download and upload of archives, confirmation prompts.
 //! - [`selective`]: selective export and import files.
+//! - [`encryption`]: the `rekey` command (re-encryption to new recipients).
 
 /// `println!` for stdout that ends cofferctl quietly when the reader has gone
 /// (`cofferctl list | head`), as a program killed by SIGPIPE would, instead of
@@ -20,6 +21,7 @@ macro_rules! outln {
     };
 }
 
+mod encryption;
 mod health;
 mod output;
 mod progress;
@@ -169,6 +171,13 @@ enum Command {
         #[arg(long)]
         yes: bool,
     },
+    /// Re-encrypt an encrypted backup to its job's current recipients (key rotation).
+    Rekey {
+        id: String,
+        /// Confirm: afterwards only the current recipients can decrypt it.
+        #[arg(long)]
+        yes: bool,
+    },
 }
 
 /// A failure with its exit code.
@@ -277,19 +286,7 @@ async fn dispatch(c: &mut Client, command: Command, json: bool) -> Result<()> {
             let jobs = c.list_jobs(proto::ListJobsRequest {}).await?.into_inner();
             output::jobs(&jobs.jobs, json);
         }
-        Command::Backup { job, note } => {
-            let request = proto::CreateBackupRequest {
-                job: job.clone(),
-                note: note.unwrap_or_default(),
-            };
-            let stream = c.create_backup(request).await?.into_inner();
-            let backup = follow(stream, &format!("backing up {job}"), |e| match e {
-                Event::Backup(b) => Some(b),
-                _ => None,
-            })
-            .await?;
-            output::created(&backup, json);
-        }
+        Command::Backup { job, note } => backup(c, job, note, json).await?,
         Command::List { job } => {
             let list = c
                 .list_backups(proto::ListBackupsRequest {
@@ -370,6 +367,7 @@ async fn dispatch(c: &mut Client, command: Command, json: bool) -> Result<()> {
             output::verified(&verified, json);
         }
         cmd @ (Command::Export { .. } | Command::Import { .. }) => selective_command(c, cmd, json).await?,
+        Command::Rekey { id, yes } => encryption::rekey(c, id, yes, json).await?,
     }
     Ok(())
 }
@@ -401,6 +399,22 @@ async fn selective_command(c: &mut Client, command: Command, json: bool) -> Resu
         }
         _ => Ok(()),
     }
+}
+
+/// `backup`: a backup of `job` now, following its progress.
+async fn backup(c: &mut Client, job: String, note: Option<String>, json: bool) -> Result<()> {
+    let request = proto::CreateBackupRequest {
+        job: job.clone(),
+        note: note.unwrap_or_default(),
+    };
+    let stream = c.create_backup(request).await?.into_inner();
+    let backup = follow(stream, &format!("backing up {job}"), |e| match e {
+        Event::Backup(b) => Some(b),
+        _ => None,
+    })
+    .await?;
+    output::created(&backup, json);
+    Ok(())
 }
 
 /// `restore`: in place (after confirmation), into `--to`, or into a new database

@@ -74,6 +74,15 @@ pub struct BackupJson<'a> {
     /// Media entries left out by the job's `exclude` globs.
     excluded_count: u64,
     source: SourceJson<'a>,
+    /// `null` for a plain archive.
+    encryption: Option<EncryptionJson<'a>>,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "kebab-case")]
+struct EncryptionJson<'a> {
+    format: &'static str,
+    recipients: &'a [String],
 }
 
 #[derive(Serialize)]
@@ -166,6 +175,10 @@ pub fn backup_json(b: &proto::Backup) -> BackupJson<'_> {
             })
             .collect(),
         excluded_count: b.excluded_count,
+        encryption: (!b.recipients.is_empty()).then_some(EncryptionJson {
+            format: "age",
+            recipients: &b.recipients,
+        }),
         source: SourceJson {
             kind: &b.source_kind,
             server_version: &b.server_version,
@@ -367,6 +380,14 @@ pub fn backup(b: &proto::Backup, json: bool) {
                 format!("coffer {} on {}", b.coffer_version, b.hostname)
             },
         ),
+        (
+            "encrypted",
+            if b.recipients.is_empty() {
+                "no".into()
+            } else {
+                format!("age, to {}", b.recipients.join(", "))
+            },
+        ),
     ];
     for (key, value) in rows {
         outln!("{:<10} {value}", format!("{key}:"));
@@ -423,8 +444,15 @@ pub fn deleted(id: &str, json: bool) {
 
 pub fn verified(v: &proto::VerifyResult, json: bool) {
     if json {
-        print_json(
-            &json!({ "id": v.id, "ok": v.ok, "entries": v.entries, "deep": v.deep, "error": v.error }),
+        print_json(&json!({
+            "id": v.id, "ok": v.ok, "entries": v.entries, "deep": v.deep, "error": v.error,
+            "ciphertext-only": v.ciphertext_only,
+        }));
+    } else if v.ciphertext_only {
+        outln!(
+            "backup {} verified: the encrypted archive's size and sha256 match its sidecar (no identity-file to check its {} entries)",
+            v.id,
+            v.entries
         );
     } else {
         let depth = if v.deep {
@@ -788,4 +816,18 @@ pub fn audit(entries: &[proto::AuditEntry], json: bool) {
         ]);
     }
     table(&rows);
+}
+
+pub fn rekeyed(b: &proto::Backup, json: bool) {
+    if json {
+        print_json(&backup_json(b));
+    } else {
+        outln!(
+            "backup {} is encrypted to: {} ({}, sha256 {})",
+            b.id,
+            b.recipients.join(", "),
+            bytes(b.size),
+            b.sha256
+        );
+    }
 }

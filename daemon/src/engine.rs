@@ -27,6 +27,7 @@ use crate::ops::drill::Drilled;
 use crate::ops::export::{ExportRequest, Exported};
 use crate::ops::import::Imported;
 use crate::ops::prune::Pruned;
+use crate::ops::rekey::Rekeyed;
 use crate::ops::restore::{Only, Restored, Target};
 use crate::ops::verify::Verified;
 use crate::ops::{self, CounterValues, Counters, Ctx, Host};
@@ -457,6 +458,32 @@ impl Engine {
                     }
                 }
                 result
+            })
+        })
+        .await
+    }
+
+    /// Re-encrypts a backup of the claimed job to the job's current recipients (a
+    /// recorded run of kind rekey, with a slot; it writes: the archive is replaced).
+    pub async fn rekey(
+        self: &Arc<Self>,
+        claim: Claim,
+        record: BackupRecord,
+        cancel: CancellationToken,
+        mut progress: ProgressFn,
+    ) -> Result<Rekeyed, Error> {
+        let guard = self.guard(Some(claim), &cancel, &mut *progress).await?;
+        self.on_thread(cancel, move |engine, cancel| {
+            let _guard = guard;
+            engine.with_ctx(cancel, |ctx| {
+                engine.record(
+                    RunKind::Rekey,
+                    &record.job,
+                    true,
+                    cancel,
+                    || ops::rekey::rekey(ctx, &record, &mut *progress),
+                    |r| (r.record.id.clone(), r.record.size),
+                )
             })
         })
         .await

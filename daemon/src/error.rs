@@ -13,6 +13,7 @@ use std::path::{Path, PathBuf};
 use coffer_common::ids;
 
 use crate::archive::ArchiveError;
+use crate::archive::crypt::CryptError;
 use crate::catalog::CatalogError;
 use crate::selective::ExportError;
 use crate::selective::graph::GraphError;
@@ -118,6 +119,16 @@ pub enum Error {
     Import(#[from] ImportError),
     #[error("the safety backup before the import failed ({0}); nothing was imported")]
     ImportSafetyBackup(Box<Error>),
+    /// Keys, encryption or decryption (no identity, damaged ciphertext, ...). Boxed:
+    /// it is large, and errors travel in every `Result`.
+    #[error(transparent)]
+    Crypt(Box<CryptError>),
+}
+
+impl From<CryptError> for Error {
+    fn from(e: CryptError) -> Error {
+        Error::Crypt(Box::new(e))
+    }
 }
 
 impl From<DbError> for Error {
@@ -172,6 +183,7 @@ impl Error {
                 ArchiveError::Source { .. } => K::Precondition,
                 ArchiveError::Cancelled => K::Cancelled,
                 ArchiveError::Write(_) | ArchiveError::Read(_) => K::Internal,
+                ArchiveError::Crypt(e) => crypt_kind(e),
             },
             Error::Sidecar { .. } | Error::Drill { .. } => K::DataLoss,
             Error::NoSpace(_) => K::NoSpace,
@@ -187,6 +199,7 @@ impl Error {
             Error::Export(e) => export_kind(e),
             Error::Import(e) => import_kind(e),
             Error::ImportSafetyBackup(inner) => inner.kind(),
+            Error::Crypt(e) => crypt_kind(e),
         }
     }
 
@@ -214,6 +227,10 @@ impl Error {
             Error::Import(ImportError::Target { source, .. } | ImportError::Transaction(source)) => {
                 sqlite_full(source)
             }
+            Error::Crypt(c) => match &**c {
+                CryptError::Write(e) | CryptError::Read(e) => e.raw_os_error() == Some(nix::libc::ENOSPC),
+                _ => false,
+            },
             _ => false,
         }
     }
@@ -325,6 +342,32 @@ fn database_kind(kind: DbErrorKind) -> ErrorKind {
         DbErrorKind::DataLoss => ErrorKind::DataLoss,
         DbErrorKind::Cancelled => ErrorKind::Cancelled,
         DbErrorKind::Io => ErrorKind::Internal,
+    }
+}
+
+/// The kind of a failure of the age layer.
+fn crypt_kind(e: &CryptError) -> ErrorKind {
+    match e {
+        // The admin has to provide a key: the archive is fine.
+        CryptError::NoIdentity { .. } | CryptError::NoMatchingIdentity { .. } => ErrorKind::Precondition,
+        // Config values: refused at load, so only reachable from a request.
+        CryptError::NoRecipients
+        | CryptError::InvalidRecipient { .. }
+        | CryptError::IdentityRead { .. }
+        | CryptError::IdentityPermissions { .. }
+        | CryptError::IdentityTooLarge { .. }
+        | CryptError::IdentityInvalid { .. }
+        | CryptError::IdentityUnsupported { .. }
+        | CryptError::IdentityEmpty { .. } => ErrorKind::Precondition,
+        CryptError::NotAgeFile { .. }
+        | CryptError::UnsupportedVersion
+        | CryptError::HeaderDamaged { .. }
+        | CryptError::Corrupt { .. }
+        | CryptError::Truncated { .. }
+        | CryptError::RekeyVerify { .. } => ErrorKind::DataLoss,
+        CryptError::Read(e) | CryptError::Write(e) => io_kind(e),
+        CryptError::Cancelled => ErrorKind::Cancelled,
+        CryptError::Poisoned | CryptError::Encrypt(_) => ErrorKind::Internal,
     }
 }
 

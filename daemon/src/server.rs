@@ -103,6 +103,10 @@ fn listener(config: &Config) -> anyhow::Result<(UnixListener, bool)> {
 fn open_catalog(config: &Config) -> anyhow::Result<Catalog> {
     let daemon = &config.daemon;
     let store = crate::store::LocalStore::new(&daemon.backup_dir, &daemon.state_dir);
+    // Before the sweep, which removes the temp archives this looks at.
+    let rekeyed = store
+        .recover_rekeys()
+        .context("cannot recover an interrupted rekey")?;
     for path in store
         .sweep()
         .context("cannot sweep leftovers of an earlier run")?
@@ -119,6 +123,7 @@ fn open_catalog(config: &Config) -> anyhow::Result<Catalog> {
     }
     let catalog = Catalog::open(&daemon.state_dir.join("catalog.db"))?;
     catalog.fail_interrupted_runs(chrono::Utc::now().timestamp())?;
+    finish_rekeys(&catalog, &store, rekeyed)?;
     let report = catalog.reconcile(&store)?;
     for id in &report.added {
         tracing::info!(id, "catalogued a backup found in the backup directory");
@@ -138,6 +143,35 @@ fn open_catalog(config: &Config) -> anyhow::Result<Catalog> {
         }
     }
     Ok(catalog)
+}
+
+/// Brings the catalog up to date with rekeys that start-up finished or rolled back
+/// (see `store::rekey`), then ends them.
+fn finish_rekeys(
+    catalog: &Catalog,
+    store: &crate::store::LocalStore,
+    recovered: Vec<crate::store::rekey::Recovered>,
+) -> anyhow::Result<()> {
+    use crate::store::rekey::Recovered;
+    for r in recovered {
+        match r {
+            Recovered::RolledBack { id, .. } => {
+                tracing::info!(
+                    id,
+                    "an interrupted rekey was rolled back: the backup is as it was"
+                );
+            }
+            Recovered::Finished { job, id, sidecar } => {
+                catalog.update_encryption(&sidecar)?;
+                store.end_rekey(&store.paths_for(&job, &id, true))?;
+                tracing::info!(id, "finished an interrupted rekey");
+            }
+            Recovered::LeftAlone { path, why } => {
+                tracing::warn!(path = %path.display(), "interrupted rekey left alone: {why}");
+            }
+        }
+    }
+    Ok(())
 }
 
 /// What a reload may not change while running.

@@ -15,7 +15,9 @@
 //!   bytes; without it `Ok` means the staging tree is exactly what the returned
 //!   manifest lists (and for mutations, exactly the original content); the case
 //!   directory outside staging is unchanged; every error, as clients see it
-//!   ([`error_chain`]), is one non-empty line without Rust debug output.
+//!   ([`error_chain`]), is one non-empty line without Rust debug output. The same
+//!   archive encrypted with age, mutated, is refused whatever changed (age
+//!   authenticates the header and every chunk), with the key and the sidecar or not.
 //! - **Manifests and sidecars.** Random JSON and mutations of a valid sidecar (fields
 //!   dropped, duplicated, retyped, huge or negative numbers, bad hashes, `..` paths)
 //!   through `serde_json` + [`Manifest::validate`]: no panic, mutations that break the
@@ -42,7 +44,8 @@ use std::sync::OnceLock;
 
 use coffer_common::format::error_chain;
 use coffer_common::ids::{self, IdRef};
-use coffer_daemon::archive::{ArchiveError, ArchiveWriter, Expected, read_archive};
+use coffer_daemon::archive::crypt::{EncryptWriter, Identities, Recipients};
+use coffer_daemon::archive::{ArchiveError, ArchiveWriter, Expected, read_archive, read_archive_keyed};
 use coffer_daemon::archive::{Extractor, Layout};
 use coffer_daemon::config::Config;
 use coffer_daemon::manifest::{
@@ -217,6 +220,7 @@ fn valid() -> &'static Valid {
             protected: false,
             duration_ms: 1,
             filed_under: None,
+            encryption: None,
         };
         Valid {
             bytes,
@@ -360,6 +364,11 @@ struct Outcome {
 /// staging dir, checking that nothing outside staging changed and that any error is
 /// one clear line.
 fn read_and_extract(bytes: &[u8], expected: Option<&Sidecar>) -> Outcome {
+    read_and_extract_keyed(bytes, expected, None)
+}
+
+/// [`read_and_extract`] with keys for an age-encrypted archive.
+fn read_and_extract_keyed(bytes: &[u8], expected: Option<&Sidecar>, keys: Option<&Identities>) -> Outcome {
     let case = tempfile::tempdir().unwrap();
     let root = case.path();
     let staging = root.join("x/y/staging");
@@ -376,7 +385,7 @@ fn read_and_extract(bytes: &[u8], expected: Option<&Sidecar>) -> Outcome {
         size: s.size,
         sha256: &s.sha256,
     });
-    let result = read_archive(&archive, expected, &mut extractor, &mut |_| {}, &|| false)
+    let result = read_archive_keyed(&archive, keys, expected, &mut extractor, &mut |_| {}, &|| false)
         .and_then(|ok| extractor.finish().map(|()| ok));
 
     let after = snapshot(root, &staging);
@@ -540,6 +549,81 @@ fn mutated_archives() {
             check_mutated(&bytes, tally)
         },
     );
+}
+
+/// The valid archive encrypted with age, its sidecar (ciphertext size and sha256) and
+/// the key.
+struct Encrypted {
+    bytes: Vec<u8>,
+    sidecar: Sidecar,
+    keys: Identities,
+    _dir: tempfile::TempDir,
+}
+
+fn encrypted() -> &'static Encrypted {
+    static ENCRYPTED: OnceLock<Encrypted> = OnceLock::new();
+    ENCRYPTED.get_or_init(|| {
+        use age::secrecy::ExposeSecret;
+        let identity = age::x25519::Identity::generate();
+        let dir = tempfile::tempdir().unwrap();
+        let key = dir.path().join("key.txt");
+        fs::write(&key, identity.to_string().expose_secret()).unwrap();
+        fs::set_permissions(&key, fs::Permissions::from_mode(0o600)).unwrap();
+        let to = Recipients::parse(&[identity.to_public().to_string()]).unwrap();
+        let mut writer = EncryptWriter::new(Vec::new(), &to).unwrap();
+        std::io::Write::write_all(&mut writer, &valid().bytes).unwrap();
+        let bytes = writer.finish().unwrap();
+        let mut sidecar = valid().sidecar.clone();
+        sidecar.size = bytes.len() as u64;
+        sidecar.sha256 = sha256(&bytes);
+        Encrypted {
+            keys: Identities::load(&key).unwrap(),
+            bytes,
+            sidecar,
+            _dir: dir,
+        }
+    })
+}
+
+/// Mutations of an encrypted archive: age authenticates header and every chunk, so
+/// whatever changes is refused, with the sidecar (restore) and without (upload), in
+/// one line, with nothing written outside staging.
+#[test]
+fn mutated_encrypted_archives() {
+    let valid_tree = &valid().tree;
+    let e = encrypted();
+    let original = read_and_extract_keyed(&e.bytes, Some(&e.sidecar), Some(&e.keys));
+    assert!(original.result.is_ok(), "{:?}", original.result.map(|_| ()));
+    assert_eq!(&original.tree, valid_tree);
+    run_archive_cases(
+        "mutated encrypted archives",
+        150,
+        prop::collection::vec(mutation(), 1..3),
+        |mutations, tally| {
+            let mut bytes = e.bytes.clone();
+            for m in &mutations {
+                apply(&mut bytes, m);
+            }
+            let identical = bytes == e.bytes;
+            for expected in [Some(&e.sidecar), None] {
+                let outcome = read_and_extract_keyed(&bytes, expected, Some(&e.keys));
+                prop_assert_eq!(
+                    outcome.result.is_ok(),
+                    identical,
+                    "{:?}",
+                    outcome.result.map(|_| ())
+                );
+            }
+            if identical {
+                tally.accepted.set(tally.accepted.get() + 1);
+            }
+            Ok(())
+        },
+    );
+    // And without a key it is refused, saying how to provide one.
+    let no_key = read_and_extract_keyed(&e.bytes, Some(&e.sidecar), None);
+    let err = error_chain(&no_key.result.unwrap_err());
+    assert!(err.contains("set identity-file in [job.encryption]"), "{err}");
 }
 
 /// Mutations of the tar inside, recompressed: they reach the tar parser and the

@@ -129,7 +129,11 @@ pub fn backup_message(r: &BackupRecord, store: &LocalStore) -> proto::Backup {
         note: r.note.clone(),
         verified_at: r.verified_at,
         verify_result: r.verify_result.clone(),
-        path: store.paths(&r.job, &r.id).archive.display().to_string(),
+        path: store
+            .paths_for(&r.job, &r.id, r.is_encrypted())
+            .archive
+            .display()
+            .to_string(),
         hostname: s.hostname.clone(),
         coffer_version: s.coffer_version.clone(),
         media_roots: s.media_roots.clone(),
@@ -148,6 +152,7 @@ pub fn backup_message(r: &BackupRecord, store: &LocalStore) -> proto::Backup {
             })
             .collect(),
         excluded_count: s.totals.excluded,
+        recipients: r.recipients.clone(),
         ..Default::default()
     };
     match &s.source {

@@ -334,6 +334,7 @@ impl Coffer for CofferService {
                     error: String::new(),
                     entries: v.entries,
                     deep: v.deep,
+                    ciphertext_only: v.ciphertext_only,
                 })
             },
         ))
@@ -536,6 +537,48 @@ impl Coffer for CofferService {
     ) -> Result<Response<super::selective::ImportStream>, Status> {
         let peer = self.allow(&req, Role::Admin, "import", "import data")?;
         Ok(self.streams().import(peer, req.into_inner()))
+    }
+
+    type RekeyBackupStream = EventStream;
+
+    async fn rekey_backup(
+        &self,
+        req: Request<proto::RekeyBackupRequest>,
+    ) -> Result<Response<EventStream>, Status> {
+        let peer = self.allow(&req, Role::Admin, "rekey", "re-encrypt backups")?;
+        let id = req.into_inner().id;
+        let record = match self.blocking(move |ctx| ctx.resolve(&id)).await {
+            Ok(record) => record,
+            Err(refused) => {
+                self.audit(&peer, "rekey", "(unknown backup)", &Err::<(), _>(refused.clone()))
+                    .await;
+                return Err(refused);
+            }
+        };
+        // Refusals (job busy) answer the call itself.
+        let claim = match self.engine.claim(&record.job) {
+            Ok(claim) => claim,
+            Err(e) => {
+                let refused = Status::from(e);
+                self.audit(&peer, "rekey", &record.id, &Err::<(), _>(refused.clone()))
+                    .await;
+                return Err(refused);
+            }
+        };
+        let engine = self.engine.clone();
+        let target = record.id.clone();
+        Ok(self.spawn_run(
+            peer,
+            "rekey".into(),
+            move |_| target,
+            |progress, cancel| async move { engine.rekey(claim, record, cancel, progress).await },
+            {
+                let engine = self.engine.clone();
+                move |rekeyed: ops::rekey::Rekeyed| {
+                    Reply::Backup(backup_message(&rekeyed.record, engine.store()))
+                }
+            },
+        ))
     }
 }
 

@@ -13,7 +13,8 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
-use super::{ArchiveError, Expected, FoundEntry, Visitor, copy_large, read_archive};
+use super::crypt::Identities;
+use super::{ArchiveError, Expected, FoundEntry, Visitor, copy_large, data_error, read_archive_keyed};
 use crate::manifest::{EntryKind, unescape};
 
 /// Where each part of an archive is extracted; `None` skips that part.
@@ -104,9 +105,7 @@ impl Visitor for Extractor<'_> {
             EntryKind::File => {
                 let mut file = File::create_new(&dest).map_err(write_err(&dest))?;
                 copy_large(content, &mut file).map_err(|e| match e.kind() {
-                    std::io::ErrorKind::InvalidData | std::io::ErrorKind::UnexpectedEof => {
-                        ArchiveError::Invalid(format!("its data is corrupt or truncated ({e})"))
-                    }
+                    std::io::ErrorKind::InvalidData | std::io::ErrorKind::UnexpectedEof => data_error(e),
                     _ => ArchiveError::Source {
                         path: dest.clone(),
                         source: e,
@@ -138,17 +137,20 @@ impl Visitor for Extractor<'_> {
     }
 }
 
-/// Extracts the archive at `path` into `layout` in one verifying pass against
-/// `expected`; `progress` gets the bytes read so far.
+/// Extracts the archive at `path` (decrypted with `keys` if it is age-encrypted) into
+/// `layout` in one verifying pass against `expected`; `progress` gets the bytes read so
+/// far. Returns only after the whole archive (for an encrypted one: age's final chunk
+/// too) checked out, so the caller commits what was written only on `Ok`.
 pub fn extract(
     path: &Path,
+    keys: Option<&Identities>,
     expected: Option<Expected<'_>>,
     layout: &Layout,
     progress: &mut dyn FnMut(u64),
     cancelled: &dyn Fn() -> bool,
 ) -> Result<(), ArchiveError> {
     let mut extractor = Extractor::new(layout);
-    read_archive(path, expected, &mut extractor, progress, cancelled)?;
+    read_archive_keyed(path, keys, expected, &mut extractor, progress, cancelled)?;
     extractor.finish()
 }
 

@@ -13,10 +13,15 @@
 //! - [`extract`]: a [`Visitor`] that writes entries into fresh directories
 //!   ([`Layout`]), never through a link.
 //! - [`hash`]: hashing readers and writers.
+//! - [`crypt`]: the age layer of `.tar.zst.age` archives (keys, streaming encryption
+//!   and decryption, re-encryption, scratch copies under a key that never leaves
+//!   memory). The writer encrypts when given recipients; the reader decrypts when the
+//!   file starts with age's magic and it was given identities.
 //!
 //! Data flows one way: sources and media feed the writer; stores hand files to the
 //! reader. Nothing here knows about jobs, the catalog or gRPC.
 
+pub mod crypt;
 pub mod extract;
 pub mod hash;
 pub mod reader;
@@ -27,7 +32,10 @@ use std::path::PathBuf;
 
 pub use extract::{Extractor, Layout};
 pub use hash::{HashingReader, HashingWriter, hash_file, hex};
-pub use reader::{Expected, FoundEntry, HashOnly, Visitor, read_archive, read_followed};
+pub use reader::{
+    Expected, FoundEntry, HashOnly, Visitor, check_file, hash_reader, read_archive, read_archive_keyed,
+    read_followed,
+};
 pub use writer::ArchiveWriter;
 
 /// Read and write size for file contents: large enough that syscalls do not matter.
@@ -70,6 +78,16 @@ pub enum ArchiveError {
     Invalid(String),
     #[error("the archive was cancelled")]
     Cancelled,
+    /// The age layer refused (no or the wrong key, damaged or tampered ciphertext).
+    /// Boxed: it is large, and errors travel in every `Result`.
+    #[error(transparent)]
+    Crypt(Box<crypt::CryptError>),
+}
+
+impl From<crypt::CryptError> for ArchiveError {
+    fn from(e: crypt::CryptError) -> ArchiveError {
+        ArchiveError::Crypt(Box::new(e))
+    }
 }
 
 impl ArchiveError {
@@ -77,6 +95,10 @@ impl ArchiveError {
     pub fn is_disk_full(&self) -> bool {
         let io = match self {
             ArchiveError::Write(e) | ArchiveError::Read(e) | ArchiveError::Source { source: e, .. } => e,
+            ArchiveError::Crypt(c) => match &**c {
+                crypt::CryptError::Write(e) | crypt::CryptError::Read(e) => e,
+                _ => return false,
+            },
             _ => return false,
         };
         io.raw_os_error() == Some(nix::libc::ENOSPC)
@@ -85,4 +107,26 @@ impl ArchiveError {
 
 pub(crate) fn invalid(message: impl Into<String>) -> ArchiveError {
     ArchiveError::Invalid(message.into())
+}
+
+/// An error reading an archive's data: the age layer's verdict when it is one (it
+/// travels inside the io error through zstd and tar), else corrupt data or an io error.
+pub(crate) fn data_error(e: io::Error) -> ArchiveError {
+    if let Some(found) = crypt::crypt_error(&e) {
+        // Straight from the decrypting reader: keep the error itself; wrapped by a
+        // layer above (tar names its entry): its sentence.
+        return match e.get_ref().is_some_and(|inner| inner.is::<crypt::CryptError>()) {
+            true => crypt::CryptError::from_read(e).into(),
+            false => invalid(found.to_string()),
+        };
+    }
+    // The tar and zstd crates report malformed input as io errors.
+    if matches!(
+        e.kind(),
+        io::ErrorKind::InvalidData | io::ErrorKind::UnexpectedEof | io::ErrorKind::Other
+    ) {
+        invalid(format!("its data is corrupt or truncated ({e})"))
+    } else {
+        ArchiveError::Read(e)
+    }
 }

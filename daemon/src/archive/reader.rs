@@ -6,13 +6,20 @@
 //! entry *before* its bytes are read. Each entry's sha256 is computed as the visitor
 //! reads; at the end the archive's manifest must list exactly the entries seen, with
 //! the same kinds, sizes and hashes, and the file's own sha256 must match the sidecar.
+//!
+//! An age-encrypted archive (`.tar.zst.age`, told by its first bytes) is decrypted as
+//! it streams when keys are given ([`read_archive_keyed`], [`read_followed`]); the
+//! hashes are the ciphertext's, and nothing counts as read until age's final chunk
+//! was authenticated. [`check_file`] checks only the file's size and sha256, which is
+//! what can be verified of an encrypted archive without a key.
 
 use std::collections::{HashMap, HashSet};
 use std::fs::File;
 use std::io::{self, Read};
 use std::path::Path;
 
-use super::{ArchiveError, HashingReader, copy_large, invalid};
+use super::crypt::{self, CryptError, Identities};
+use super::{ArchiveError, HashingReader, IO_BUFFER, copy_large, data_error, invalid};
 use crate::manifest::{self, Entry, EntryKind, MANIFEST_PATH, Manifest, escape};
 
 /// The largest `manifest.json` the reader accepts (a manifest of a million entries is
@@ -54,12 +61,29 @@ pub struct Expected<'a> {
     pub sha256: &'a str,
 }
 
-/// Reads the archive at `path` in one streaming pass, checking everything the module
-/// doc lists, and hands each entry to `visitor`. `progress` gets the archive's
-/// bytes read so far (its size is the total). Returns
-/// the archive's manifest, its size and its sha256.
+/// Reads the plain archive at `path` in one streaming pass, checking everything the
+/// module doc lists, and hands each entry to `visitor`. `progress` gets the archive's
+/// bytes read so far (its size is the total). Returns the archive's manifest, its size
+/// and its sha256. An age-encrypted archive is refused: see [`read_archive_keyed`].
 pub fn read_archive(
     path: &Path,
+    expected: Option<Expected<'_>>,
+    visitor: &mut dyn Visitor,
+    progress: &mut dyn FnMut(u64),
+    cancelled: &dyn Fn() -> bool,
+) -> Result<(Manifest, u64, String), ArchiveError> {
+    read_archive_keyed(path, None, expected, visitor, progress, cancelled)
+}
+
+/// [`read_archive`] for a `.tar.zst` or a `.tar.zst.age` archive, told apart by its
+/// first bytes: an age file is decrypted with `keys` as it streams (the size and
+/// sha256 are the ciphertext's, as the sidecar records them), and trusted only once
+/// age's final chunk was authenticated ([`crypt::DecryptReader::finish`]), which this
+/// does before returning. A visitor that wrote entries out must treat them as
+/// provisional until then: restores extract into staging and commit afterwards.
+pub fn read_archive_keyed(
+    path: &Path,
+    keys: Option<&Identities>,
     expected: Option<Expected<'_>>,
     visitor: &mut dyn Visitor,
     progress: &mut dyn FnMut(u64),
@@ -78,7 +102,8 @@ pub fn read_archive(
             )));
         }
     }
-    let (manifest, size, sha256, seen) = read_stream(file, expected.as_ref(), visitor, progress, cancelled)?;
+    let (manifest, size, sha256, seen) =
+        read_stream(file, keys, expected.as_ref(), visitor, progress, cancelled)?;
     if let Some(exp) = &expected {
         if &manifest != exp.manifest {
             return Err(invalid("manifest.json differs from the backup's sidecar"));
@@ -95,14 +120,16 @@ pub fn read_archive(
 }
 
 /// Reads an archive arriving through `reader` (a file, or a [`crate::fsutil::Follower`]
-/// of one being written) in one streaming pass and checks that its manifest lists
-/// exactly the entries it holds, with their hashes: what [`read_archive`] does
-/// without a sidecar.
+/// of one being written; decrypted with `keys` if it is age-encrypted) in one
+/// streaming pass and checks that its manifest lists exactly the entries it holds,
+/// with their hashes: what [`read_archive`] does without a sidecar.
 pub fn read_followed(
     reader: impl Read,
+    keys: Option<&Identities>,
     cancelled: &dyn Fn() -> bool,
 ) -> Result<(Manifest, u64, String), ArchiveError> {
-    let (manifest, size, sha256, seen) = read_stream(reader, None, &mut HashOnly, &mut |_| {}, cancelled)?;
+    let (manifest, size, sha256, seen) =
+        read_stream(reader, keys, None, &mut HashOnly, &mut |_| {}, cancelled)?;
     check_all_listed(&manifest, &seen)?;
     Ok((manifest, size, sha256))
 }
@@ -113,6 +140,7 @@ type PassResult = (Manifest, u64, String, Vec<(FoundEntry, String)>);
 
 fn read_stream(
     reader: impl io::Read,
+    keys: Option<&Identities>,
     expected: Option<&Expected<'_>>,
     visitor: &mut dyn Visitor,
     progress: &mut dyn FnMut(u64),
@@ -121,28 +149,37 @@ fn read_stream(
     // Progress is the archive's own bytes read: its size is always known (uploads
     // included), where the content's total is only known from a sidecar.
     let read = std::rc::Rc::new(std::cell::Cell::new(0u64));
-    let counted = Counted {
+    let mut counted = Counted {
         inner: reader,
         read: read.clone(),
     };
-    let mut hashing = HashingReader::new(io::BufReader::with_capacity(1 << 20, counted));
+    // The first bytes say whether it is age-encrypted (a followed file may come a
+    // few bytes at a time, so read until there are enough or it ends).
+    let mut head = Vec::with_capacity(crypt::AGE_MAGIC.len());
+    (&mut counted)
+        .take(crypt::AGE_MAGIC.len() as u64)
+        .read_to_end(&mut head)
+        .map_err(ArchiveError::Read)?;
+    let encrypted = crypt::is_age_file(&head);
+    let input = io::Cursor::new(head).chain(counted);
+    let mut hashing = HashingReader::new(io::BufReader::with_capacity(1 << 20, input));
     let progress = &mut |_content: u64| progress(read.get());
     let mut pass = Pass::new(expected);
-    {
-        let decoder = zstd::stream::read::Decoder::new(&mut hashing).map_err(ArchiveError::Read)?;
-        let mut archive = tar::Archive::new(decoder);
-        for entry in archive.entries().map_err(ArchiveError::Read)? {
-            if cancelled() {
-                return Err(ArchiveError::Cancelled);
-            }
-            pass.entry(&mut entry.map_err(read_error)?, visitor, progress)?;
-        }
-        progress(pass.done);
-        // Read the rest of the zstd stream (end-of-archive blocks, frame checksum).
-        let mut decoder = archive.into_inner();
-        io::copy(&mut decoder, &mut io::sink()).map_err(read_error)?;
+    if encrypted {
+        let keys = keys.ok_or_else(|| {
+            ArchiveError::from(CryptError::NoIdentity {
+                recipients: "(the archive's header does not say which)".into(),
+            })
+        })?;
+        let mut plain = crypt::decrypt_reader(&mut hashing, keys).map_err(ArchiveError::from)?;
+        pass.read_tar(&mut plain, visitor, progress, cancelled)?;
+        // The final chunk's check: until it passed, everything read is provisional.
+        plain.finish().map_err(ArchiveError::from)?;
+    } else {
+        pass.read_tar(&mut hashing, visitor, progress, cancelled)?;
     }
-    // Whatever follows the zstd frame still counts toward the file's hash.
+    // Whatever follows the zstd frame (or age's last chunk) still counts toward the
+    // file's hash.
     io::copy(&mut hashing, &mut io::sink()).map_err(ArchiveError::Read)?;
     let (size, sha256) = hashing.finish();
     let (manifest, seen) = pass.finish()?;
@@ -160,6 +197,63 @@ impl<R: io::Read> io::Read for Counted<R> {
         let n = self.inner.read(buf)?;
         self.read.set(self.read.get() + n as u64);
         Ok(n)
+    }
+}
+
+/// Checks only the size and sha256 of the file at `path` against `size` and
+/// `sha256`, without opening the archive inside: what can be verified of an encrypted
+/// archive without its key. `progress(bytes read, file size)`.
+pub fn check_file(
+    path: &Path,
+    size: u64,
+    sha256: &str,
+    progress: &mut dyn FnMut(u64, u64),
+    cancelled: &dyn Fn() -> bool,
+) -> Result<(), ArchiveError> {
+    let file = File::open(path).map_err(|source| ArchiveError::Source {
+        path: path.to_owned(),
+        source,
+    })?;
+    let actual = file.metadata().map_err(ArchiveError::Read)?.len();
+    if actual != size {
+        return Err(invalid(format!(
+            "its size is {actual} bytes but its sidecar says {size} (truncated or replaced)"
+        )));
+    }
+    let (read, got) = hash_reader(file, &mut |done| progress(done, size), cancelled)?;
+    progress(read, size);
+    if got != sha256 {
+        return Err(invalid(format!(
+            "its sha256 is {got} but its sidecar says {sha256}"
+        )));
+    }
+    Ok(())
+}
+
+/// The size and hex sha256 of everything `reader` yields (a file, or a follower of one
+/// being written); `progress(bytes read)` every few MiB.
+pub fn hash_reader(
+    reader: impl Read,
+    progress: &mut dyn FnMut(u64),
+    cancelled: &dyn Fn() -> bool,
+) -> Result<(u64, String), ArchiveError> {
+    let mut reader = HashingReader::new(reader);
+    let mut buf = vec![0u8; IO_BUFFER];
+    let mut reported = 0;
+    loop {
+        if cancelled() {
+            return Err(ArchiveError::Cancelled);
+        }
+        match reader.read(&mut buf) {
+            Ok(0) => return Ok(reader.finish()),
+            Ok(_) => {}
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(ArchiveError::Read(e)),
+        }
+        if reader.count() >= reported + (4 << 20) {
+            reported = reader.count();
+            progress(reported);
+        }
     }
 }
 
@@ -192,6 +286,29 @@ impl<'a> Pass<'a> {
             done: 0,
             last_report: 0,
         }
+    }
+
+    /// Reads the zstd-compressed tar from `input`, entry by entry, to the end of the
+    /// zstd stream (end-of-archive blocks and frame checksum included).
+    fn read_tar(
+        &mut self,
+        input: &mut dyn Read,
+        visitor: &mut dyn Visitor,
+        progress: &mut dyn FnMut(u64),
+        cancelled: &dyn Fn() -> bool,
+    ) -> Result<(), ArchiveError> {
+        let decoder = zstd::stream::read::Decoder::new(input).map_err(data_error)?;
+        let mut archive = tar::Archive::new(decoder);
+        for entry in archive.entries().map_err(data_error)? {
+            if cancelled() {
+                return Err(ArchiveError::Cancelled);
+            }
+            self.entry(&mut entry.map_err(read_error)?, visitor, progress)?;
+        }
+        progress(self.done);
+        let mut decoder = archive.into_inner();
+        io::copy(&mut decoder, &mut io::sink()).map_err(read_error)?;
+        Ok(())
     }
 
     /// Checks one entry, hands it to `visitor`, hashes its content and checks that.
@@ -354,15 +471,7 @@ fn symlink_target<R: Read>(entry: &tar::Entry<'_, R>, path: &str) -> Result<Stri
 }
 
 fn read_error(e: io::Error) -> ArchiveError {
-    // The tar and zstd crates report malformed input as io errors.
-    if matches!(
-        e.kind(),
-        io::ErrorKind::InvalidData | io::ErrorKind::UnexpectedEof | io::ErrorKind::Other
-    ) {
-        invalid(format!("its data is corrupt or truncated ({e})"))
-    } else {
-        ArchiveError::Read(e)
-    }
+    data_error(e)
 }
 
 /// The strict ancestors of an archive path (`media/0/a/b` → `media/0/a`, `media/0`, `media`).

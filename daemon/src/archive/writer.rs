@@ -5,15 +5,23 @@
 //! counter, so the archive's own size and sha256 come for free. Symlinks are stored as
 //! symlinks and never followed. [`ArchiveWriter::finish`] appends the manifest (with
 //! every entry and the totals) as the last entry and fsyncs the file.
+//!
+//! Given recipients ([`ArchiveWriter::with`]), age sits between zstd and the file:
+//! `zstd -> BackgroundWriter -> EncryptWriter -> HashingWriter -> file`, so only
+//! ciphertext is written and the size and sha256 are the ciphertext's. Encryption,
+//! hashing and the writes run on a thread of their own (a core zstd leaves idle on
+//! incompressible media); [`ArchiveWriter::finish`] finishes age's stream before the
+//! fsync, and nothing else can (see [`crate::archive::crypt::EncryptWriter`]).
 
 use std::fs::{File, Metadata};
-use std::io::{self, Read};
+use std::io::{self, Read, Write};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 use tokio_util::sync::CancellationToken;
 
+use super::crypt::{BackgroundWriter, EncryptWriter, Recipients};
 use super::{ArchiveError, HashingReader, HashingWriter, IO_BUFFER};
 use crate::fsutil::{Front, StreamedFile};
 use crate::manifest::{Entry, EntryKind, MANIFEST_PATH, Manifest, Totals, escape};
@@ -27,7 +35,39 @@ fn os_path(bytes: &[u8]) -> &Path {
 /// Bytes per zstd worker job (see [`ArchiveWriter::new`]).
 const ZSTD_JOB_SIZE: u32 = 2 << 20;
 
-type Encoder = zstd::stream::write::Encoder<'static, HashingWriter<StreamedFile>>;
+type Encoder = zstd::stream::write::Encoder<'static, Sink>;
+
+/// Where the compressed stream goes: straight to the hashed file, or through age.
+enum Sink {
+    Plain(HashingWriter<StreamedFile>),
+    Encrypted(BackgroundWriter<EncryptWriter<HashingWriter<StreamedFile>>>),
+}
+
+impl Sink {
+    /// Completes the stream (age's final chunk) and returns the hashed file.
+    fn finish(self) -> io::Result<HashingWriter<StreamedFile>> {
+        match self {
+            Sink::Plain(file) => Ok(file),
+            Sink::Encrypted(background) => background.finish()?.finish(),
+        }
+    }
+}
+
+impl Write for Sink {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            Sink::Plain(w) => w.write(buf),
+            Sink::Encrypted(w) => w.write(buf),
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        match self {
+            Sink::Plain(w) => w.flush(),
+            Sink::Encrypted(w) => w.flush(),
+        }
+    }
+}
 
 /// Writes one archive. Call [`ArchiveWriter::finish`] to complete it; dropping it
 /// leaves an incomplete file for the caller to remove.
@@ -47,7 +87,7 @@ impl ArchiveWriter {
         workers: u32,
         cancel: CancellationToken,
     ) -> Result<Self, ArchiveError> {
-        Self::with_file(StreamedFile::new(file), level, workers, cancel)
+        Self::with(file, None, None, level, workers, cancel)
     }
 
     /// Starts an archive that a [`crate::fsutil::Follower`] of `front` can read while
@@ -59,17 +99,33 @@ impl ArchiveWriter {
         workers: u32,
         cancel: CancellationToken,
     ) -> Result<Self, ArchiveError> {
-        Self::with_file(StreamedFile::new(file).followed(front), level, workers, cancel)
+        Self::with(file, Some(front), None, level, workers, cancel)
     }
 
-    fn with_file(
-        file: StreamedFile,
+    /// Starts an archive in `file`, followed by `front`'s [`crate::fsutil::Follower`]
+    /// if given, and encrypted to `recipients` as it is written if given (see the
+    /// module doc); otherwise as [`ArchiveWriter::new`].
+    pub fn with(
+        file: File,
+        front: Option<Front>,
+        recipients: Option<&Recipients>,
         level: i32,
         workers: u32,
         cancel: CancellationToken,
     ) -> Result<Self, ArchiveError> {
-        let mut encoder = zstd::stream::write::Encoder::new(HashingWriter::new(file), level)
-            .map_err(ArchiveError::Write)?;
+        let mut file = StreamedFile::new(file);
+        if let Some(front) = front {
+            file = file.followed(front);
+        }
+        let hashing = HashingWriter::new(file);
+        let sink = match recipients {
+            None => Sink::Plain(hashing),
+            Some(recipients) => {
+                let age = EncryptWriter::new(hashing, recipients).map_err(ArchiveError::from)?;
+                Sink::Encrypted(BackgroundWriter::new(age).map_err(ArchiveError::Write)?)
+            }
+        };
+        let mut encoder = zstd::stream::write::Encoder::new(sink, level).map_err(ArchiveError::Write)?;
         encoder.include_checksum(true).map_err(ArchiveError::Write)?;
         if workers > 1 {
             encoder.multithread(workers).map_err(ArchiveError::Write)?;
@@ -242,7 +298,10 @@ impl ArchiveWriter {
             .append_data(&mut header, MANIFEST_PATH, json.as_slice())
             .map_err(ArchiveError::Write)?;
         let encoder = self.tar.into_inner().map_err(ArchiveError::Write)?;
-        let hashing = encoder.finish().map_err(ArchiveError::Write)?;
+        let hashing = encoder
+            .finish()
+            .and_then(Sink::finish)
+            .map_err(ArchiveError::Write)?;
         let (file, size, sha256) = hashing.finish();
         file.into_inner().sync_all().map_err(ArchiveError::Write)?;
         Ok((manifest, size, sha256))

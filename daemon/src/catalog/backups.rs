@@ -22,6 +22,16 @@ pub struct BackupRecord {
     pub duration_ms: u64,
     /// The manifest without its entries (the sidecar has them all).
     pub summary: Manifest,
+    /// The recipients' fingerprints of an encrypted archive (`<id>.tar.zst.age`);
+    /// empty for a plain one.
+    pub recipients: Vec<String>,
+}
+
+impl BackupRecord {
+    /// Whether the archive is encrypted.
+    pub fn is_encrypted(&self) -> bool {
+        !self.recipients.is_empty()
+    }
 }
 
 /// Counts over one job's backups.
@@ -32,8 +42,7 @@ pub struct JobStats {
     pub newest_at: i64,
 }
 
-const BACKUP_COLUMNS: &str =
-    "id, job, created_at, size, sha256, protected, note, verified_at, verify_result, duration_ms, summary";
+const BACKUP_COLUMNS: &str = "id, job, created_at, size, sha256, protected, note, verified_at, verify_result, duration_ms, summary, recipients";
 
 /// Newest first; equal times by id descending in the order of
 /// [`coffer_common::ids::cmp_ids`] (length, then bytes: `-10` after `-9`).
@@ -45,8 +54,8 @@ impl Catalog {
         let summary = summary_json(&sidecar.manifest);
         let created_at = created_at(&sidecar.manifest);
         self.conn().execute(
-            "INSERT OR REPLACE INTO backups (id, job, created_at, size, sha256, protected, note, duration_ms, summary)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+            "INSERT OR REPLACE INTO backups (id, job, created_at, size, sha256, protected, note, duration_ms, summary, recipients)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
             params![
                 sidecar.manifest.id,
                 sidecar.job(),
@@ -56,7 +65,24 @@ impl Catalog {
                 sidecar.protected,
                 sidecar.note,
                 sidecar.duration_ms as i64,
-                summary
+                summary,
+                recipients_json(sidecar.recipients())
+            ],
+        )?;
+        Ok(())
+    }
+
+    /// Takes a re-encrypted archive's new size, sha256 and recipients from its
+    /// sidecar (after `rekey`, or a rekey finished at start-up). Its verification is
+    /// kept: the plaintext, which verification checks, did not change.
+    pub fn update_encryption(&self, sidecar: &Sidecar) -> Result<(), CatalogError> {
+        self.conn().execute(
+            "UPDATE backups SET size = ?2, sha256 = ?3, recipients = ?4 WHERE id = ?1",
+            params![
+                sidecar.manifest.id,
+                sidecar.size as i64,
+                sidecar.sha256,
+                recipients_json(sidecar.recipients())
             ],
         )?;
         Ok(())
@@ -158,6 +184,15 @@ impl Catalog {
     }
 }
 
+/// The stored form of recipients: '' for a plain archive, else a JSON array.
+fn recipients_json(recipients: &[String]) -> String {
+    if recipients.is_empty() {
+        String::new()
+    } else {
+        serde_json::to_string(recipients).unwrap_or_default()
+    }
+}
+
 fn summary_json(manifest: &Manifest) -> String {
     let summary = Manifest {
         entries: Vec::new(),
@@ -185,6 +220,19 @@ fn backup_row(r: &Row<'_>) -> rusqlite::Result<Result<BackupRecord, CatalogError
             }));
         }
     };
+    let recipients: String = r.get(11)?;
+    let recipients = match recipients.as_str() {
+        "" => Vec::new(),
+        text => match serde_json::from_str(text) {
+            Ok(list) => list,
+            Err(e) => {
+                return Ok(Err(CatalogError::Corrupt {
+                    id,
+                    message: e.to_string(),
+                }));
+            }
+        },
+    };
     Ok(Ok(BackupRecord {
         id,
         job: r.get(1)?,
@@ -197,5 +245,6 @@ fn backup_row(r: &Row<'_>) -> rusqlite::Result<Result<BackupRecord, CatalogError
         verify_result: r.get(8)?,
         duration_ms: r.get::<_, i64>(9)? as u64,
         summary,
+        recipients,
     }))
 }

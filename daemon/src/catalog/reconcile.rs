@@ -4,8 +4,9 @@
 //! archive with a valid sidecar but no row is catalogued (so deleting catalog.db loses
 //! nothing); sidecars without an archive (written by a run that then failed or died)
 //! are removed; rows whose archive is gone (deleted by hand) are dropped. Archives
-//! without a valid sidecar are reported and left alone: an archive is never deleted
-//! here.
+//! without a valid sidecar (or whose sidecar describes the other kind of archive: a
+//! `.tar.zst` for an encrypted backup, a `.tar.zst.age` for a plain one) are reported
+//! and left alone: an archive is never deleted here.
 
 use std::collections::HashSet;
 use std::path::PathBuf;
@@ -70,7 +71,13 @@ impl Catalog {
                 }
                 (true, true) if !known.contains(found.id.as_str()) => {
                     match store.read_sidecar(&found.job, &found.id) {
-                        Ok(sidecar) if sidecar.manifest.id == found.id && sidecar.job() == found.job => {
+                        // The sidecar says which archive it belongs to: `.tar.zst.age`
+                        // for an encrypted one.
+                        Ok(sidecar)
+                            if sidecar.manifest.id == found.id
+                                && sidecar.job() == found.job
+                                && sidecar.is_encrypted() == found.encrypted =>
+                        {
                             self.insert_backup(&sidecar)?;
                             report.added.push(found.id.clone());
                         }

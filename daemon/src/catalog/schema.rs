@@ -54,6 +54,8 @@ CREATE TABLE IF NOT EXISTS audit (
     error TEXT NOT NULL DEFAULT ''
 );
 ",
+    // 2: encrypted backups: the recipients' fingerprints as a JSON array ('' = plain).
+    "ALTER TABLE backups ADD COLUMN recipients TEXT NOT NULL DEFAULT '';",
 ];
 
 /// The schema version this build writes.

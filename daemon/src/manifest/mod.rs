@@ -12,9 +12,12 @@
 //! written back in its own shape. Both parse into the one model here, through
 //! [`RawManifest`], so the rest of the daemon never sees a version.
 //!
-//! Path rules live in [`paths`], shared by the writer and the reader.
+//! Path rules live in [`paths`], shared by the writer and the reader. [`redacted`] is
+//! the sidecar an offsite copy of an encrypted backup carries: no names, paths or
+//! database facts.
 
 pub mod paths;
+pub mod redacted;
 pub mod sidecar;
 pub mod v1;
 
@@ -23,7 +26,8 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 pub use paths::{MANIFEST_PATH, check_entry_path, escape, is_sha256_hex, symlink_stays_inside, unescape};
-pub use sidecar::Sidecar;
+pub use redacted::{AnySidecar, RedactedSidecar};
+pub use sidecar::{Encryption, Sidecar};
 
 use crate::selective::profile::RawExportProfile;
 

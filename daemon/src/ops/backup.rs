@@ -8,6 +8,14 @@
 //! the archive into place, catalogues it and, with `verify-after-backup`, verifies it.
 //! Whatever fails, the run's staging files and partial archive are removed
 //! ([`Cleanup`]) and earlier backups are untouched.
+//!
+//! A job with `[job.encryption]` writes `<id>.tar.zst.age`: the same stream, encrypted
+//! to the job's recipients as it is written (the `.partial` is ciphertext from its
+//! first byte), and its sidecar records the recipients' fingerprints. Its source
+//! writes no plaintext copy to staging either (see [`crate::source::sqlite`]). Read
+//! back while it is written, it is decrypted when the identity file holds a
+//! recipient's key, and otherwise its ciphertext is hashed (what can be checked
+//! without a key).
 
 use std::path::PathBuf;
 use std::time::Instant;
@@ -24,7 +32,8 @@ use crate::fsutil::Cleanup;
 use crate::fsutil::{Follower, Front};
 use crate::hooks::{self, HookEvent};
 use crate::manifest::{
-    ArchiveKind, FORMAT_VERSION, MAX_SKIPPED_LISTED, Manifest, Sidecar, SkippedEntry, SourceInfo, Totals,
+    ArchiveKind, Encryption, FORMAT_VERSION, MAX_SKIPPED_LISTED, Manifest, Sidecar, SkippedEntry, SourceInfo,
+    Totals,
 };
 use crate::run::{Event, Phase, Progress};
 use crate::source::{self, MediaOrder, Source, SourceError, Step, media};
@@ -80,8 +89,12 @@ pub struct Archived {
     written_check: Option<Result<(), Error>>,
 }
 
+/// What reading an archive back found: its manifest (`None` for an encrypted archive
+/// read back without a key: then only its ciphertext was hashed), size and sha256.
+type ReadBack = (Option<Manifest>, u64, String);
+
 /// The thread reading an archive back as it is written.
-type Verifier = std::thread::JoinHandle<Result<(Manifest, u64, String), crate::archive::ArchiveError>>;
+type Verifier = std::thread::JoinHandle<Result<ReadBack, crate::archive::ArchiveError>>;
 
 /// One backup in progress.
 pub struct BackupRun<'a> {
@@ -113,7 +126,7 @@ impl<'a> BackupRun<'a> {
     pub fn prepare(ctx: &'a Ctx<'a>, job: &'a JobConfig) -> Result<BackupRun<'a>, Error> {
         let created = Utc::now();
         let id = new_id(ctx, &job.name, created)?;
-        let paths = ctx.store.paths(&job.name, &id);
+        let paths = ctx.store.paths_for(&job.name, &id, job.encryption.is_some());
         let mut cleanup = Cleanup::new();
         let staging = ctx.store.staging_dir().join(&id);
         cleanup.add(&staging);
@@ -268,18 +281,38 @@ impl<'a> BackupRun<'a> {
             self.ctx.cancel.clone(),
         );
         let context = self.archive_context();
+        let recipients = self.job.encryption.as_ref().map(|e| &e.recipients);
         if !self.job.verify_after_backup {
-            let writer = ArchiveWriter::new(file, level, workers, cancel).map_err(Error::archive(context))?;
+            let writer = ArchiveWriter::with(file, None, recipients, level, workers, cancel)
+                .map_err(Error::archive(context))?;
             return Ok((writer, None));
         }
         let front = Front::default();
-        let follower =
+        let mut follower =
             Follower::open(partial, front.clone()).map_err(Error::io("cannot read back", partial))?;
-        let writer = ArchiveWriter::followed(file, front, level, workers, cancel.clone())
+        let writer = ArchiveWriter::with(file, Some(front), recipients, level, workers, cancel.clone())
             .map_err(Error::archive(context))?;
+        // An encrypted archive is decrypted as it is read back if the identity file
+        // holds a key of its recipients; otherwise its ciphertext is hashed.
+        let keys = self.job.encryption.as_ref().and_then(|e| {
+            e.identities
+                .clone()
+                .filter(|ids| ids.can_decrypt_for(&e.fingerprints()))
+        });
+        let plain = self.job.encryption.is_none();
         let verifier = std::thread::Builder::new()
             .name("coffer-verify".into())
-            .spawn(move || archive::read_followed(follower, &|| cancel.is_cancelled()))
+            .spawn(move || {
+                let cancelled = || cancel.is_cancelled();
+                match (plain, keys) {
+                    (false, None) => {
+                        let (size, sha256) = archive::hash_reader(&mut follower, &mut |_| {}, &cancelled)?;
+                        Ok((None, size, sha256))
+                    }
+                    (_, keys) => archive::read_followed(follower, keys.as_deref(), &cancelled)
+                        .map(|(manifest, size, sha256)| (Some(manifest), size, sha256)),
+                }
+            })
             .map_err(Error::io("cannot start the verifier for", partial))?;
         Ok((writer, Some(verifier)))
     }
@@ -299,7 +332,8 @@ impl<'a> BackupRun<'a> {
             .join()
             .map_err(|_| Error::Internal("the verifier thread panicked".into()))?
             .map_err(Error::archive(context.clone()))?;
-        if (&read.0, read.1, read.2.as_str()) != (manifest, size, sha256) {
+        let same_manifest = read.0.as_ref().is_none_or(|m| m == manifest);
+        if !same_manifest || (read.1, read.2.as_str()) != (size, sha256) {
             return Err(Error::Archive {
                 context,
                 source: crate::archive::ArchiveError::Invalid(
@@ -383,6 +417,11 @@ impl<'a> BackupRun<'a> {
             protected,
             duration_ms: self.clock.elapsed().as_millis() as u64,
             filed_under: None,
+            encryption: self
+                .job
+                .encryption
+                .as_ref()
+                .map(|e| Encryption::age(e.fingerprints())),
         };
         ctx.store.write_sidecar(&self.paths, &sidecar)?;
         self.cleanup.add(&self.paths.sidecar);
@@ -497,6 +536,87 @@ mod tests {
         assert!(ctx.store.scan().unwrap().is_empty());
         assert!(ctx.catalog.list_backups(None).unwrap().is_empty());
         assert_eq!(std::fs::read_dir(ctx.store.staging_dir()).unwrap().count(), 0);
+    }
+
+    /// An age key pair made by the age crate: (identity file, recipient).
+    fn age_key(dir: &std::path::Path) -> (PathBuf, String) {
+        use age::secrecy::ExposeSecret;
+        use std::os::unix::fs::PermissionsExt;
+        let identity = age::x25519::Identity::generate();
+        let path = dir.join("identity.txt");
+        std::fs::write(&path, format!("{}\n", identity.to_string().expose_secret())).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+        (path, identity.to_public().to_string())
+    }
+
+    #[test]
+    fn an_encrypted_job_writes_only_ciphertext_and_verifies_with_or_without_a_key() {
+        for wal in [true, false] {
+            let src = tempfile::tempdir().unwrap();
+            let (db, media) = app(src.path(), wal);
+            // Incompressible content: it would show verbatim in a plain archive.
+            let marker: Vec<u8> = (0..4096u32)
+                .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+                .collect();
+            std::fs::write(media.join("a/marker.bin"), &marker).unwrap();
+            let (identity, recipient) = age_key(src.path());
+            let keyed = format!(
+                "[job.encryption]\nrecipients = [{recipient:?}]\nidentity-file = {:?}\n",
+                identity.display().to_string()
+            );
+            let t = TestCtx::new(&db, std::slice::from_ref(&media), &keyed);
+            let ctx = t.ctx();
+            let record = take(&ctx, ctx.job("app").unwrap(), "", false, &mut |_| {}).unwrap();
+            assert_eq!(record.recipients, vec![recipient.clone()]);
+            assert!(record.verified_at > 0, "verify-after-backup decrypted it");
+            let paths = ctx.store.paths("app", &record.id);
+            assert!(
+                paths.archive.to_string_lossy().ends_with(".tar.zst.age"),
+                "{paths:?}"
+            );
+            assert_eq!(ctx.archive_path(&record), paths.archive);
+            let bytes = std::fs::read(&paths.archive).unwrap();
+            assert!(crate::archive::crypt::is_age_file(&bytes));
+            assert!(
+                !bytes.windows(64).any(|w| w == &marker[1000..1064]),
+                "wal={wal}: plaintext in the archive"
+            );
+            assert_eq!(record.summary.sqlite().unwrap().snapshot_method, "page-stream");
+            let sidecar = ctx.store.read_sidecar("app", &record.id).unwrap();
+            assert_eq!(sidecar.recipients(), std::slice::from_ref(&recipient));
+            assert_eq!(std::fs::read_dir(ctx.store.staging_dir()).unwrap().count(), 0);
+
+            // Without the identity file: shallow verification checks the ciphertext
+            // only; deep is refused, nothing recorded against the backup.
+            let no_key = TestCtx::with_dirs(
+                &t,
+                &db,
+                &format!("[job.encryption]\nrecipients = [{recipient:?}]\n"),
+            );
+            let v = verify::verify(&no_key.ctx(), &record, false, &mut |_| {}).unwrap();
+            assert!(v.ciphertext_only);
+            let err = verify::verify(&no_key.ctx(), &record, true, &mut |_| {}).unwrap_err();
+            assert_eq!(err.kind(), crate::error::ErrorKind::Precondition, "{err}");
+            assert!(
+                err.to_string().contains("set identity-file in [job.encryption]"),
+                "{err}"
+            );
+            assert_eq!(no_key.ctx().get(&record.id).unwrap().verify_result, "ok");
+            // A backup without the identity file: read back as it is written, its
+            // ciphertext hashed.
+            let keyless = {
+                let ctx = no_key.ctx();
+                take(&ctx, ctx.job("app").unwrap(), "", false, &mut |_| {}).unwrap()
+            };
+            assert!(
+                keyless.verified_at > 0 && keyless.verify_result == "ok",
+                "{keyless:?}"
+            );
+            assert!(keyless.is_encrypted());
+            // With it: every entry, and deep.
+            let v = verify::verify(&ctx, &record, true, &mut |_| {}).unwrap();
+            assert!(!v.ciphertext_only && v.entries == 5, "{v:?}");
+        }
     }
 
     #[test]

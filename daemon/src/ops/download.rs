@@ -9,6 +9,6 @@ use crate::error::Error;
 /// The catalogued backup `id_text` names and the path of its archive.
 pub fn open(ctx: &Ctx, id_text: &str) -> Result<(BackupRecord, PathBuf), Error> {
     let record = ctx.resolve(id_text)?;
-    let path = ctx.store.paths(&record.job, &record.id).archive;
+    let path = ctx.archive_path(&record);
     Ok((record, path))
 }

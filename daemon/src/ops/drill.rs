@@ -6,7 +6,8 @@
 //! restored database (so it is a deep verification too, and recorded as one), then the
 //! job's `[job.drill] checks`: each query must return exactly one truthy value. The
 //! staging copy is removed whatever happens. A drill reads the backup and writes only
-//! to staging: live data is never touched.
+//! to staging: live data is never touched. An encrypted backup is decrypted with the
+//! job's identity file; without one the drill is refused, saying how to provide it.
 //!
 //! Truthy: any value but NULL, 0, 0.0, and the texts '', '0', 'false', 'f', 'no'
 //! (case-insensitive) — what an admin's `SELECT count(*) > 0 ...` returns is 0 or 1.
@@ -54,6 +55,8 @@ pub fn drill(ctx: &Ctx, job: &JobConfig, progress: Progress<'_>) -> Result<Drill
         return drill_server(ctx, job, &record, clock, progress);
     }
     let sidecar = verify::load_sidecar(ctx, &record)?;
+    // An encrypted backup needs the identity: refused before anything is staged.
+    let keys = verify::keys(ctx, &record.job, &sidecar)?;
     let stage = Stage::new(ctx, &format!("drill-{}", record.id))?;
     let db = stage.dir.join("db").join(restore::db_name(&sidecar));
     let layout = Layout {
@@ -68,7 +71,8 @@ pub fn drill(ctx: &Ctx, job: &JobConfig, progress: Progress<'_>) -> Result<Drill
     ));
     let restored = verify::extract_checked(
         ctx,
-        &ctx.store.paths(&record.job, &record.id).archive,
+        &ctx.archive_path(&record),
+        keys,
         Some(verify::expected(&sidecar)),
         &layout,
         &format!("backup {} failed verification", record.id),

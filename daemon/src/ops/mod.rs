@@ -11,6 +11,7 @@
 //! - [`drill`]: restore drills with the job's SQL checks.
 //! - [`export`] / [`import`]: selective export and import (`[[job.export]]`), the
 //!   logic in [`crate::selective`].
+//! - [`rekey`]: re-encrypting an encrypted backup to its job's current recipients.
 //!
 //! Dependencies run one way: `ops` uses the layers below (source, archive, manifest,
 //! store, catalog, policy) and never the engine or the API.
@@ -22,6 +23,7 @@ pub mod drill;
 pub mod export;
 pub mod import;
 pub mod prune;
+pub mod rekey;
 pub mod restore;
 pub mod upload;
 pub mod verify;
@@ -105,6 +107,13 @@ impl Ctx<'_> {
         self.config
             .job(name)
             .ok_or_else(|| Error::UnknownJob(name.to_owned()))
+    }
+
+    /// Where a catalogued backup's archive is (`.tar.zst` or `.tar.zst.age`).
+    pub fn archive_path(&self, record: &BackupRecord) -> std::path::PathBuf {
+        self.store
+            .paths_for(&record.job, &record.id, record.is_encrypted())
+            .archive
     }
 
     /// Looks a backup up by exact id.
@@ -193,7 +202,9 @@ pub(crate) mod testing {
     use super::*;
 
     pub struct TestCtx {
-        pub _dir: tempfile::TempDir,
+        /// Owns the temporary directory (`None` for a context sharing another's).
+        pub _dir: Option<tempfile::TempDir>,
+        root: PathBuf,
         pub config: Config,
         pub catalog: Catalog,
         pub store: LocalStore,
@@ -207,8 +218,25 @@ pub(crate) mod testing {
         /// go into the job), directories created.
         pub fn new(db: &Path, media: &[PathBuf], job_extra: &str) -> TestCtx {
             let dir = tempfile::tempdir().unwrap();
-            let state = dir.path().join("state");
-            let backups = dir.path().join("backups");
+            let root = dir.path().to_owned();
+            TestCtx::build(Some(dir), root, db, media, job_extra)
+        }
+
+        /// Another config (`job_extra` for job `app` over `db`, no media) over the
+        /// same state and backup directories as `other`: a reloaded daemon.
+        pub fn with_dirs(other: &TestCtx, db: &Path, job_extra: &str) -> TestCtx {
+            TestCtx::build(None, other.root.clone(), db, &[], job_extra)
+        }
+
+        fn build(
+            dir: Option<tempfile::TempDir>,
+            root: PathBuf,
+            db: &Path,
+            media: &[PathBuf],
+            job_extra: &str,
+        ) -> TestCtx {
+            let state = root.join("state");
+            let backups = root.join("backups");
             let media: Vec<String> = media
                 .iter()
                 .map(|m| format!("{:?}", m.display().to_string()))
@@ -227,6 +255,7 @@ pub(crate) mod testing {
             let store = LocalStore::new(&backups, &state);
             TestCtx {
                 _dir: dir,
+                root,
                 config,
                 catalog,
                 store,
@@ -254,7 +283,7 @@ pub(crate) mod testing {
 
         /// The temporary directory holding state and backups.
         pub fn dir_path(&self) -> &Path {
-            self._dir.path()
+            &self.root
         }
 
         pub fn ctx(&self) -> Ctx<'_> {

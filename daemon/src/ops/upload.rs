@@ -6,17 +6,31 @@
 //! manifest's job, or under another configured job when asked (the sidecar records
 //! that). Until the catalog has its row, any failure removes what was written: never
 //! a file the catalog does not list.
+//!
+//! An age-encrypted upload (told by its first bytes) is accepted when the daemon can
+//! decrypt it: the identity files of the configured jobs are tried (the job named with
+//! `--job` first), and the archive is then verified like any other, decrypting as it
+//! streams. It is stored as `<id>.tar.zst.age`, still encrypted; its sidecar lists the
+//! fingerprints of our keys it was encrypted to (age's header names no X25519
+//! recipient, so those are all that can be known).
 
+use std::fs::File;
+use std::io::Read;
 use std::path::Path;
 
 use chrono::Utc;
 
 use super::Ctx;
 use super::verify::{Stage, extract_checked};
+use crate::archive::ArchiveError;
+use crate::archive::crypt::{self, AGE_MAGIC, CryptError, Identities};
 use crate::catalog::BackupRecord;
 use crate::error::Error;
 use crate::fsutil::{self, Cleanup};
-use crate::manifest::{ArchiveKind, Sidecar};
+use crate::manifest::{ArchiveKind, Encryption, Sidecar};
+
+/// The start of every error about an upload.
+const REJECTED: &str = "the uploaded archive was rejected";
 use crate::run::{Phase, Progress};
 
 /// Verifies and catalogues the upload at `partial` (see the module doc).
@@ -32,6 +46,7 @@ pub fn catalog_upload(
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
+    let (keys, recipients) = upload_keys(ctx, partial, job)?;
     let stage = Stage::new(ctx, &format!("upload-{name}"))?;
     let size = std::fs::metadata(partial)
         .map_err(Error::io("cannot read the upload", partial))?
@@ -40,9 +55,10 @@ pub fn catalog_upload(
     let (manifest, size, sha256) = extract_checked(
         ctx,
         partial,
+        keys,
         None,
         &stage.database_only(),
-        "the uploaded archive was rejected",
+        REJECTED,
         Phase::Verify,
         size,
         progress,
@@ -66,7 +82,7 @@ pub fn catalog_upload(
     if ctx.catalog.id_exists(&manifest.id)? {
         return Err(Error::AlreadyExists(manifest.id));
     }
-    let paths = ctx.store.paths(job, &manifest.id);
+    let paths = ctx.store.paths_for(job, &manifest.id, keys.is_some());
     let sidecar = Sidecar {
         manifest,
         size,
@@ -75,6 +91,7 @@ pub fn catalog_upload(
         protected: false,
         duration_ms: 0,
         filed_under,
+        encryption: keys.map(|_| Encryption::age(recipients)),
     };
     ctx.store.write_sidecar(&paths, &sidecar)?;
     cleanup.add(&paths.sidecar);
@@ -95,4 +112,54 @@ pub fn catalog_upload(
     }
     tracing::info!(id = sidecar.manifest.id, size, "uploaded backup catalogued");
     ctx.get(&sidecar.manifest.id)
+}
+
+/// For an age-encrypted upload: the identities of a configured job that decrypt it
+/// (`job`'s first) and the fingerprints of their keys it was encrypted to; `(None, [])`
+/// for a plain archive. Refuses, in the sentence of the age layer, when no identity
+/// file here can decrypt it.
+fn upload_keys<'c>(
+    ctx: &Ctx<'c>,
+    partial: &Path,
+    job: Option<&str>,
+) -> Result<(Option<&'c Identities>, Vec<String>), Error> {
+    let open = || File::open(partial).map_err(Error::io("cannot read the upload", partial));
+    let mut head = Vec::with_capacity(AGE_MAGIC.len());
+    open()?
+        .take(AGE_MAGIC.len() as u64)
+        .read_to_end(&mut head)
+        .map_err(Error::io("cannot read the upload", partial))?;
+    if !crypt::is_age_file(&head) {
+        return Ok((None, Vec::new()));
+    }
+    let rejected = |e: CryptError| Error::Archive {
+        context: REJECTED.into(),
+        source: ArchiveError::from(e),
+    };
+    let config: &'c crate::config::Config = ctx.config;
+    let mut jobs: Vec<_> = config.jobs.iter().collect();
+    jobs.sort_by_key(|j| Some(j.name.as_str()) != job);
+    let mut candidates: Vec<&'c Identities> = Vec::new();
+    for j in jobs {
+        let Some(ids) = j.encryption.as_ref().and_then(|e| e.identities.as_deref()) else {
+            continue;
+        };
+        if !candidates.iter().any(|c| c.path() == ids.path()) {
+            candidates.push(ids);
+        }
+    }
+    for ids in &candidates {
+        let found = crypt::matching_fingerprints(open()?, ids).map_err(rejected)?;
+        if !found.is_empty() {
+            return Ok((Some(ids), found));
+        }
+    }
+    let recipients = crypt::describe_header(open()?).map_err(rejected)?;
+    Err(Error::from(match candidates.first() {
+        None => CryptError::NoIdentity { recipients },
+        Some(ids) => CryptError::NoMatchingIdentity {
+            path: ids.path().to_owned(),
+            recipients,
+        },
+    }))
 }

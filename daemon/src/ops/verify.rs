@@ -10,12 +10,21 @@
 //! job's server, checked with `pg_amcheck` / `mariadb-check` where available and
 //! dropped again. The verdict ("ok" or the error sentence) is recorded in the
 //! catalog, and failures are counted for metrics.
+//!
+//! Encrypted backups: the pass decrypts as it streams when the job's `identity-file`
+//! holds a recipient's key ([`keys`]). Without one, shallow verification checks what
+//! can be checked without the plaintext — the ciphertext's size and sha256 against the
+//! sidecar — and says so ([`Verified::ciphertext_only`]); deep verification (and
+//! everything else that needs the plaintext: restore, upload, rekey, drills) is
+//! refused with the sentence saying how to provide a key. A deep verification writes
+//! the decrypted database into staging for SQLite's checks and removes it after.
 
 use std::path::Path;
 
 use chrono::Utc;
 
 use super::Ctx;
+use crate::archive::crypt::{self, Identities};
 use crate::archive::{self, Expected, Extractor, HashOnly, Layout};
 use crate::catalog::BackupRecord;
 use crate::error::Error;
@@ -30,6 +39,23 @@ pub struct Verified {
     pub id: String,
     pub entries: u64,
     pub deep: bool,
+    /// An encrypted archive checked without a key: its size and sha256 only.
+    pub ciphertext_only: bool,
+}
+
+/// The keys that read a backup with `sidecar`, filed under `job`: `None` for a plain
+/// archive (it needs none); for an encrypted one the job's identities if they hold a
+/// recipient's key, else the sentence saying how to provide one.
+pub fn keys<'c>(ctx: &Ctx<'c>, job: &str, sidecar: &Sidecar) -> Result<Option<&'c Identities>, Error> {
+    let Some(encryption) = &sidecar.encryption else {
+        return Ok(None);
+    };
+    let identities = ctx
+        .config
+        .job(job)
+        .and_then(|j| j.encryption.as_ref())
+        .and_then(|e| e.identities.as_deref());
+    Ok(Some(crypt::require_identity(identities, &encryption.recipients)?))
 }
 
 /// Reads a catalogued backup's sidecar and checks it against the catalog.
@@ -53,14 +79,17 @@ pub fn expected(sidecar: &Sidecar) -> Expected<'_> {
     }
 }
 
-/// Reads the archive at `path` in one verifying pass (against `expected` when known),
-/// writing the entries `layout` selects; then, if `layout` has a database, runs the
-/// checks of its kind that need no server (SQLite's deep checks, a dump's validation). `context` starts the error sentence. Returns the
-/// archive's manifest, size and sha256.
+/// Reads the archive at `path` (decrypting it with `keys` if it is encrypted) in one
+/// verifying pass (against `expected` when known), writing the entries `layout`
+/// selects; then, if `layout` has a database, runs the checks of its kind that need
+/// no server (SQLite's deep checks, a dump's validation). `context` starts the error
+/// sentence. Returns the archive's manifest, size and sha256, only once the whole
+/// archive checked out.
 #[allow(clippy::too_many_arguments)]
 pub fn extract_checked(
     ctx: &Ctx,
     path: &Path,
+    keys: Option<&Identities>,
     expected: Option<Expected<'_>>,
     layout: &Layout,
     context: &str,
@@ -70,7 +99,7 @@ pub fn extract_checked(
 ) -> Result<(Manifest, u64, String), Error> {
     let mut extractor = Extractor::new(layout);
     let mut report = |done| progress(Event::bytes(phase, done, total));
-    let read = archive::read_archive(path, expected, &mut extractor, &mut report, &|| {
+    let read = archive::read_archive_keyed(path, keys, expected, &mut extractor, &mut report, &|| {
         ctx.cancel.is_cancelled()
     })
     .and_then(|read| extractor.finish().map(|()| read))
@@ -167,17 +196,25 @@ pub fn verify(
     deep: bool,
     progress: Progress<'_>,
 ) -> Result<Verified, Error> {
+    // A deep verification without a key is refused, not a verdict on the backup.
+    if deep && let Ok(sidecar) = load_sidecar(ctx, record) {
+        keys(ctx, &record.job, &sidecar)?;
+    }
     let result = (|| {
         let sidecar = load_sidecar(ctx, record)?;
-        let path = ctx.store.paths(&record.job, &record.id).archive;
+        let path = ctx.archive_path(record);
         let context = format!("backup {} failed verification", record.id);
         let total = sidecar.size;
+        let cancelled = || ctx.cancel.is_cancelled();
+        let mut ciphertext_only = false;
         if deep {
+            let keys = keys(ctx, &record.job, &sidecar)?;
             let stage = Stage::new(ctx, &format!("verify-{}", record.id))?;
             let layout = stage.database_only();
             extract_checked(
                 ctx,
                 &path,
+                keys,
                 Some(expected(&sidecar)),
                 &layout,
                 &context,
@@ -194,14 +231,22 @@ pub fn verify(
                     progress,
                 )?;
             }
+        } else if let (true, Err(no_key)) = (sidecar.is_encrypted(), keys(ctx, &record.job, &sidecar)) {
+            tracing::info!(id = record.id, "verifying the ciphertext only: {no_key}");
+            let mut report = |done, size| progress(Event::bytes(Phase::Verify, done, size));
+            archive::check_file(&path, sidecar.size, &sidecar.sha256, &mut report, &cancelled)
+                .map_err(Error::archive(context))?;
+            ciphertext_only = true;
         } else {
+            let keys = keys(ctx, &record.job, &sidecar)?;
             let mut report = |done| progress(Event::bytes(Phase::Verify, done, total));
-            archive::read_archive(
+            archive::read_archive_keyed(
                 &path,
+                keys,
                 Some(expected(&sidecar)),
                 &mut HashOnly,
                 &mut report,
-                &|| ctx.cancel.is_cancelled(),
+                &cancelled,
             )
             .map_err(Error::archive(context))?;
         }
@@ -209,6 +254,7 @@ pub fn verify(
             id: record.id.clone(),
             entries: sidecar.manifest.entries.len() as u64,
             deep,
+            ciphertext_only,
         })
     })();
     record_verdict(ctx, record, result.as_ref().map(drop));

@@ -176,6 +176,9 @@ pub trait Snapshot: Send {
 /// The source of `job`.
 pub fn for_job(job: &JobConfig) -> Box<dyn Source> {
     match &job.source {
+        SourceConfig::Sqlite(config) if job.encryption.is_some() => {
+            Box::new(sqlite::SqliteSource::encrypted(config.clone()))
+        }
         SourceConfig::Sqlite(config) => Box::new(sqlite::SqliteSource::new(config.clone())),
         SourceConfig::Postgres(config) => Box::new(postgres::PgSource::new(config.clone())),
         SourceConfig::Mariadb(config) => Box::new(mariadb::MySource::new(config.clone())),

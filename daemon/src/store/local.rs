@@ -1,5 +1,8 @@
-//! The local backup directory: `<backup-dir>/<job>/<id>.tar.zst` + `<id>.json`, and the
-//! staging directory `<state-dir>/staging` beside it.
+//! The local backup directory: `<backup-dir>/<job>/<id>.tar.zst` (or, for an encrypted
+//! backup, `<id>.tar.zst.age`) + `<id>.json`, and the staging directory
+//! `<state-dir>/staging` beside it. The sidecar says which of the two suffixes its
+//! archive has (`encryption`); the catalog keeps it too, so paths are known without a
+//! look at the disk, and [`LocalStore::paths`] (for callers without a record) looks.
 //!
 //! Writing follows the crash-safe rule of [`crate::fsutil`]: an archive is written as
 //! `<id>.tar.zst.partial` ([`LocalStore::create_partial`]), fsynced, and renamed into
@@ -22,6 +25,19 @@ use crate::manifest::{Sidecar, sidecar};
 /// The suffix of archives.
 pub const ARCHIVE_SUFFIX: &str = ".tar.zst";
 
+/// The suffix of age-encrypted archives.
+pub const ENCRYPTED_SUFFIX: &str = ".tar.zst.age";
+
+/// The file name of backup `id`'s archive (also its object name in a store).
+pub fn archive_name(id: &str, encrypted: bool) -> String {
+    let suffix = if encrypted {
+        ENCRYPTED_SUFFIX
+    } else {
+        ARCHIVE_SUFFIX
+    };
+    format!("{id}{suffix}")
+}
+
 /// Where a backup's files live.
 #[derive(Debug, Clone)]
 pub struct BackupPaths {
@@ -31,20 +47,31 @@ pub struct BackupPaths {
 }
 
 impl BackupPaths {
-    fn new(backup_dir: &Path, job: &str, id: &str) -> BackupPaths {
+    fn new(backup_dir: &Path, job: &str, id: &str, encrypted: bool) -> BackupPaths {
         let dir = backup_dir.join(job);
         BackupPaths {
-            archive: dir.join(format!("{id}{ARCHIVE_SUFFIX}")),
+            archive: dir.join(archive_name(id, encrypted)),
             sidecar: dir.join(format!("{id}.json")),
             dir,
         }
     }
 
-    /// Removes the archive, then the sidecar (so a crash between leaves an orphan
-    /// sidecar, which reconcile sweeps), then fsyncs the directory. Missing files are
-    /// fine: this finishes interrupted deletions too.
+    /// Both names the archive could have (plain, encrypted).
+    fn archive_names(&self) -> [PathBuf; 2] {
+        let id = self
+            .sidecar
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        [false, true].map(|encrypted| self.dir.join(archive_name(&id, encrypted)))
+    }
+
+    /// Removes the archive (whichever suffix it has), then the sidecar (so a crash
+    /// between leaves an orphan sidecar, which reconcile sweeps), then fsyncs the
+    /// directory. Missing files are fine: this finishes interrupted deletions too.
     fn remove_files(&self) -> std::io::Result<()> {
-        for path in [&self.archive, &self.sidecar] {
+        let [plain, encrypted] = self.archive_names();
+        for path in [&plain, &encrypted, &self.sidecar] {
             match std::fs::remove_file(path) {
                 Ok(()) => {}
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
@@ -62,6 +89,8 @@ pub struct Scanned {
     pub id: String,
     pub has_archive: bool,
     pub has_sidecar: bool,
+    /// The archive found is `<id>.tar.zst.age`.
+    pub encrypted: bool,
 }
 
 /// The local backup directory and the staging directory.
@@ -89,15 +118,27 @@ impl LocalStore {
         &self.staging
     }
 
-    /// The files of backup `id` of `job`.
+    /// The files of backup `id` of `job`, as they are on disk: the archive is
+    /// `<id>.tar.zst.age` if that exists, else `<id>.tar.zst` (one `stat`). Callers
+    /// that know whether the backup is encrypted use [`LocalStore::paths_for`].
     pub fn paths(&self, job: &str, id: &str) -> BackupPaths {
-        BackupPaths::new(&self.backup_dir, job, id)
+        let encrypted = BackupPaths::new(&self.backup_dir, job, id, true);
+        if encrypted.archive.exists() {
+            encrypted
+        } else {
+            BackupPaths::new(&self.backup_dir, job, id, false)
+        }
+    }
+
+    /// The files of backup `id` of `job`, plain or `encrypted`.
+    pub fn paths_for(&self, job: &str, id: &str, encrypted: bool) -> BackupPaths {
+        BackupPaths::new(&self.backup_dir, job, id, encrypted)
     }
 
     /// Whether any file of `id` exists (a free id has none).
     pub fn has_files(&self, job: &str, id: &str) -> bool {
-        let paths = self.paths(job, id);
-        paths.archive.exists() || paths.sidecar.exists()
+        let paths = self.paths_for(job, id, false);
+        paths.archive_names().iter().any(|p| p.exists()) || paths.sidecar.exists()
     }
 
     /// Creates the job's directory and a new `<archive>.partial` in it.
@@ -134,10 +175,13 @@ impl LocalStore {
         ))
     }
 
-    /// Removes `*.partial` files (job directories and uploads) and everything in
-    /// staging: what interrupted runs left. Returns what was removed.
+    /// Removes `*.partial` files (job directories and uploads), temp archives of
+    /// rekeys and everything in staging: what interrupted runs left. Returns what was
+    /// removed. Run [`LocalStore::recover_rekeys`] first.
     pub fn sweep(&self) -> std::io::Result<Vec<PathBuf>> {
-        fsutil::sweep_leftovers(&self.backup_dir, &self.staging)
+        let mut removed = fsutil::sweep_leftovers(&self.backup_dir, &self.staging)?;
+        removed.extend(super::rekey::sweep_temps(&self.backup_dir)?);
+        Ok(removed)
     }
 
     /// Bytes available to cofferd on the backup directory's filesystem.
@@ -210,34 +254,40 @@ impl LocalStore {
             if !coffer_common::ids::is_valid_job_name(&job) || !job_dir.path().is_dir() {
                 continue;
             }
-            let mut ids: std::collections::BTreeMap<String, (bool, bool)> = Default::default();
+            let mut ids: std::collections::BTreeMap<String, Scanned> = Default::default();
             for file in std::fs::read_dir(job_dir.path()).map_err(scan_err(&job_dir.path()))? {
                 let file = file.map_err(scan_err(&job_dir.path()))?;
                 let name = file.file_name();
                 let Some(name) = name.to_str() else { continue };
-                let (id, is_archive) = if let Some(id) = name.strip_suffix(ARCHIVE_SUFFIX) {
-                    (id, true)
+                // (archive, encrypted)
+                let (id, kind) = if let Some(id) = name.strip_suffix(ENCRYPTED_SUFFIX) {
+                    (id, Some(true))
+                } else if let Some(id) = name.strip_suffix(ARCHIVE_SUFFIX) {
+                    (id, Some(false))
                 } else if let Some(id) = name.strip_suffix(".json") {
-                    (id, false)
+                    (id, None)
                 } else {
                     continue;
                 };
                 if !coffer_common::ids::is_valid_backup_id(id) {
                     continue;
                 }
-                let seen = ids.entry(id.to_owned()).or_default();
-                if is_archive {
-                    seen.0 = true;
-                } else {
-                    seen.1 = true;
+                let seen = ids.entry(id.to_owned()).or_insert_with(|| Scanned {
+                    job: job.clone(),
+                    id: id.to_owned(),
+                    has_archive: false,
+                    has_sidecar: false,
+                    encrypted: false,
+                });
+                match kind {
+                    Some(encrypted) => {
+                        seen.has_archive = true;
+                        seen.encrypted |= encrypted;
+                    }
+                    None => seen.has_sidecar = true,
                 }
             }
-            found.extend(ids.into_iter().map(|(id, (has_archive, has_sidecar))| Scanned {
-                job: job.clone(),
-                id,
-                has_archive,
-                has_sidecar,
-            }));
+            found.extend(ids.into_values());
         }
         Ok(found)
     }
@@ -321,6 +371,7 @@ mod tests {
                 id: "app-20260101T000000Z".into(),
                 has_archive: true,
                 has_sidecar: true,
+                encrypted: false,
             }]
         );
         let listed = Store::list(&store, Some("app")).unwrap();

@@ -5,14 +5,16 @@
 //! offsite object stores are others. Everything that names a path under the backup
 //! directory goes through [`LocalStore`], which adds what only a local store has:
 //! writing archives in place (`.partial`, then commit), staging, sweeping leftovers and
-//! free space.
+//! free space. [`rekey`] is the file side of re-encrypting an archive in place: the
+//! order of the replacement and its recovery at start-up.
 
 pub mod local;
+pub mod rekey;
 
 use std::io::Read;
 use std::path::PathBuf;
 
-pub use local::{BackupPaths, LocalStore};
+pub use local::{ARCHIVE_SUFFIX, BackupPaths, ENCRYPTED_SUFFIX, LocalStore, archive_name};
 
 use crate::manifest::Sidecar;
 

@@ -37,6 +37,9 @@
 //!   `min-free-space`, a disk filling up mid-archive.
 //! - [`servers`]: the harness's real PostgreSQL, MariaDB and S3 servers start, take
 //!   data, survive SIGKILL and do not clash when run side by side.
+//! - [`encryption`]: `.tar.zst.age` archives decrypted by the real `age` with age and
+//!   SSH keys, no plaintext on disk during or after a backup, keys needed for deep
+//!   verify and restore, rekey, kill -9 during encrypted backups and rekeys.
 //! - [`export`]: selective export and import with three realistic apps (a CMS, a
 //!   package registry, a media server's configuration), conflicts, dry runs, a
 //!   failure midway, hostile export files.
@@ -59,6 +62,7 @@ mod corruption;
 mod daemon_ops;
 mod disk;
 mod drill;
+mod encryption;
 mod errors;
 mod export;
 mod hooks;

@@ -68,12 +68,13 @@ fn extract(ctx: &Ctx, record: &BackupRecord, layout: &Layout, progress: Progress
     let sidecar = verify::load_sidecar(ctx, record)?;
     verify::extract_checked(
         ctx,
-        &ctx.store.paths(&record.job, &record.id).archive,
+        &ctx.archive_path(record),
+        verify::keys(ctx, &record.job, &sidecar)?,
         Some(verify::expected(&sidecar)),
         layout,
         &format!("backup {} failed verification", record.id),
         Phase::Extract,
-        sidecar.manifest.totals.bytes,
+        sidecar.size,
         progress,
     )?;
     Ok(())

@@ -93,6 +93,10 @@ pub fn restore(
     };
     let live_db = &sqlite.path;
     check_media_roots(record, job, only)?;
+    // Before the journal or any staging directory: an encrypted backup without a key
+    // is refused with nothing changed.
+    let sidecar = verify::load_sidecar(ctx, record)?;
+    let keys = verify::keys(ctx, &record.job, &sidecar)?;
     let (layout, stages) = plan_layout(record, job, live_db, only);
 
     // The journal names the staging directories before they exist, and (declared
@@ -101,11 +105,12 @@ pub fn restore(
     let mut journal = Journal::begin(&ctx.config.daemon.state_dir, &record.id, &stages)?;
     let _cleanup = create_stages(&stages)?;
 
-    // 1. Extract and verify; nothing live is touched yet.
-    let sidecar = verify::load_sidecar(ctx, record)?;
+    // 1. Extract and verify (decrypting an encrypted archive, whose final chunk is
+    //    checked before this returns); nothing live is touched yet.
     verify::extract_checked(
         ctx,
-        &ctx.store.paths(&record.job, &record.id).archive,
+        &ctx.archive_path(record),
+        keys,
         Some(verify::expected(&sidecar)),
         &layout,
         &format!("backup {} failed verification", record.id),

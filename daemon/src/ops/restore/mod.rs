@@ -6,6 +6,12 @@
 //! mode, hash) before or while it is written, and only ever into fresh staging
 //! directories that we created ([`crate::archive::extract`]).
 //!
+//! An encrypted backup is decrypted as it streams, with the job's identities; without
+//! a key the restore is refused before anything is created. What was extracted is
+//! committed (moved into place, swapped in) only after the pass returned, which for an
+//! encrypted archive includes age's check of its final chunk, so a truncated or
+//! tampered ciphertext never reaches the target.
+//!
 //! `--to DIR` mirrors the archive layout under DIR (`DIR/db/<name>`,
 //! `DIR/media/<n>/...`), staged in `DIR/.coffer-restore` and moved into place at the
 //! end; DIR must be empty or missing. Like `tar -x`, it leaves flushing to the kernel
@@ -144,6 +150,9 @@ fn restore_to(
             dir.display()
         )));
     }
+    // Before anything is created: an encrypted backup without a key is refused here.
+    let sidecar = verify::load_sidecar(ctx, record)?;
+    let keys = verify::keys(ctx, &record.job, &sidecar)?;
     let mut cleanup = Cleanup::new();
     match std::fs::read_dir(dir) {
         Ok(mut entries) => {
@@ -174,7 +183,6 @@ fn restore_to(
     let stage = dir.join(".coffer-restore");
     std::fs::create_dir(&stage).map_err(Error::io("cannot create the staging directory", &stage))?;
     cleanup.add(&stage);
-    let sidecar = verify::load_sidecar(ctx, record)?;
     let db_name = db_name(&sidecar);
     let roots = sidecar.manifest.media_roots.len();
     let layout = Layout {
@@ -188,7 +196,8 @@ fn restore_to(
     // when it was taken (`verify --deep` runs SQLite's own checks on demand).
     let mut report = |done| progress(Event::bytes(Phase::Extract, done, sidecar.size));
     archive::extract::extract(
-        &ctx.store.paths(&record.job, &record.id).archive,
+        &ctx.archive_path(record),
+        keys,
         Some(verify::expected(&sidecar)),
         &layout,
         &mut report,

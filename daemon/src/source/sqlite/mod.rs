@@ -12,6 +12,10 @@
 //!   copied to staging (much faster than compressing them) and the copy is checked.
 //!   The media follow the database.
 //!
+//! An encrypted job ([`SqliteSource::encrypted`]) always streams pages, and its
+//! rollback-journal copy in staging is ciphertext under a key that only this process
+//! holds: no plaintext copy of the database reaches the disk.
+//!
 //! - [`snapshot`]: the copies themselves; [`check`]: SQLite's checks of a copy.
 
 pub mod check;
@@ -26,6 +30,7 @@ pub use check::check;
 pub use snapshot::{PageStream, Started, probe, sqlite_version, vacuum_into};
 
 use super::{Estimate, MediaOrder, Snapshot, Source, SourceError, Step};
+use crate::archive::crypt::{CryptError, ScratchKey};
 use crate::archive::{ArchiveError, ArchiveWriter};
 use crate::config::{SnapshotMethod, SqliteConfig};
 use crate::manifest::{SourceInfo, SqliteInfo};
@@ -36,11 +41,34 @@ const PROBE_TIMEOUT: std::time::Duration = std::time::Duration::from_millis(100)
 /// An SQLite job's database.
 pub struct SqliteSource {
     config: SqliteConfig,
+    /// The job is encrypted: nothing in plaintext may reach staging.
+    encrypted: bool,
 }
 
 impl SqliteSource {
     pub fn new(config: SqliteConfig) -> SqliteSource {
-        SqliteSource { config }
+        SqliteSource {
+            config,
+            encrypted: false,
+        }
+    }
+
+    /// The source of an encrypted job: snapshots write no plaintext to staging. They
+    /// stream pages (whatever `snapshot-method` says: `vacuum-into` can only write a
+    /// plaintext file, and the config refuses it), and a rollback-journal database's
+    /// page copy is encrypted with a key that never leaves memory.
+    pub fn encrypted(config: SqliteConfig) -> SqliteSource {
+        SqliteSource {
+            config,
+            encrypted: true,
+        }
+    }
+
+    fn method(&self) -> SnapshotMethod {
+        match self.encrypted {
+            true => SnapshotMethod::PageStream,
+            false => self.config.snapshot_method,
+        }
     }
 
     /// The archive entry of the database: `db/<file name>` (UTF-8, checked at config
@@ -87,7 +115,7 @@ impl Source for SqliteSource {
 
     fn estimate(&self) -> Estimate {
         let size = database_size(&self.config.path);
-        match self.config.snapshot_method {
+        match self.method() {
             SnapshotMethod::VacuumInto => Estimate {
                 staging: size,
                 archive: size,
@@ -101,7 +129,7 @@ impl Source for SqliteSource {
 
     fn begin(&self, staging: &Path, cancel: &CancellationToken) -> Result<Box<dyn Snapshot>, SourceError> {
         let copy = staging.join(self.file_name());
-        match self.config.snapshot_method {
+        match self.method() {
             SnapshotMethod::VacuumInto => {
                 let started = Started::default();
                 let thread = {
@@ -133,6 +161,7 @@ impl Source for SqliteSource {
                     live: self.config.path.clone(),
                     copy,
                     stream,
+                    scratch: self.encrypted.then(ScratchKey::new),
                 }))
             }
         }
@@ -239,6 +268,67 @@ struct PageSnapshot {
     /// Where a rollback-journal database's pages are copied first.
     copy: PathBuf,
     stream: PageStream,
+    /// For an encrypted job: the key the staging copy is encrypted with.
+    scratch: Option<ScratchKey>,
+}
+
+impl PageSnapshot {
+    /// A page that could not be read is a snapshot failure, not an archive one.
+    fn page_error(&self, e: std::io::Error) -> SourceError {
+        SourceError::Read {
+            path: self.live.clone(),
+            message: e.to_string(),
+        }
+    }
+
+    fn scratch_error(&self, e: CryptError) -> SourceError {
+        match e {
+            CryptError::Write(source) => SourceError::io("cannot write the snapshot", &self.copy)(source),
+            CryptError::Read(source) => SourceError::io("cannot read the snapshot", &self.copy)(source),
+            e => SourceError::Read {
+                path: self.copy.clone(),
+                message: e.to_string(),
+            },
+        }
+    }
+
+    /// Rollback journal: writers wait as long as the read transaction lasts. A plain
+    /// copy to staging ends it many times sooner than compressing and hashing would,
+    /// and the check runs on the copy after the transaction.
+    fn plain_copy(&self) -> Result<(), SourceError> {
+        let file = std::fs::File::create_new(&self.copy)
+            .map_err(SourceError::io("cannot create the snapshot", &self.copy))?;
+        let mut out = std::io::BufWriter::with_capacity(1 << 20, file);
+        self.stream
+            .with_reader(|reader| std::io::copy(reader, &mut out))?
+            .and_then(|_| std::io::Write::flush(&mut out))
+            .map_err(|e| match e.kind() {
+                std::io::ErrorKind::Other => self.page_error(e),
+                _ => SourceError::io("cannot write the snapshot", &self.copy)(e),
+            })?;
+        drop(out);
+        self.stream.finish()?;
+        check(&self.copy, false)
+    }
+
+    /// Rollback journal, encrypted job: the copy to staging is encrypted to a key that
+    /// exists only in memory ([`ScratchKey`]), so no plaintext reaches the disk. SQLite
+    /// cannot check a copy it cannot read, so `quick_check` runs in the transaction
+    /// first: writers wait for the check and the copy (see the README).
+    fn encrypted_copy(&self, scratch: &ScratchKey) -> Result<(), SourceError> {
+        self.stream.check()?;
+        let mut out = scratch.create(&self.copy).map_err(|e| self.scratch_error(e))?;
+        self.stream
+            .with_reader(|reader| std::io::copy(reader, &mut out))?
+            .map_err(|e| match crate::archive::crypt::crypt_error(&e) {
+                None if e.kind() == std::io::ErrorKind::Other => self.page_error(e),
+                _ => SourceError::io("cannot write the snapshot", &self.copy)(e),
+            })?;
+        out.finish()
+            .and_then(|mut file| std::io::Write::flush(&mut file))
+            .map_err(SourceError::io("cannot write the snapshot", &self.copy))?;
+        self.stream.finish()
+    }
 }
 
 impl Snapshot for PageSnapshot {
@@ -256,16 +346,10 @@ impl Snapshot for PageSnapshot {
         writer: &mut ArchiveWriter,
         progress: &mut dyn FnMut(Step),
     ) -> Result<SourceInfo, SourceError> {
-        let stream = self.stream;
         // Mode, owner and mtime of the live file (a stat, not an open).
         let meta =
             std::fs::metadata(&self.live).map_err(SourceError::io("cannot stat the database", &self.live))?;
-        let (size, info) = (stream.size(), stream.info.clone());
-        // A page that could not be read is a snapshot failure, not an archive one.
-        let page_err = |e: std::io::Error| SourceError::Read {
-            path: self.live.clone(),
-            message: e.to_string(),
-        };
+        let (size, info) = (self.stream.size(), self.stream.info.clone());
         let mut done = 0;
         let mut tick = |n: u64| {
             done += n;
@@ -273,33 +357,26 @@ impl Snapshot for PageSnapshot {
         };
         if info.journal_mode == "wal" {
             // Writers do not wait for readers: check and stream in the transaction.
+            let stream = &self.stream;
             stream.check()?;
             stream
                 .with_reader(|reader| {
                     writer.add_stream(self.entry.as_bytes(), reader, size, &meta, &mut tick)
                 })?
                 .map_err(|e| match e {
-                    ArchiveError::Write(e) if e.kind() == std::io::ErrorKind::Other => page_err(e),
+                    ArchiveError::Write(e) if e.kind() == std::io::ErrorKind::Other => self.page_error(e),
                     e => SourceError::Archive(e),
                 })?;
-            stream.finish()?;
+            self.stream.finish()?;
+        } else if let Some(scratch) = &self.scratch {
+            self.encrypted_copy(scratch)?;
+            let mut reader = scratch.open(&self.copy).map_err(|e| self.scratch_error(e))?;
+            writer
+                .add_stream(self.entry.as_bytes(), &mut reader, size, &meta, &mut tick)
+                .map_err(SourceError::Archive)?;
+            reader.finish().map_err(|e| self.scratch_error(e))?;
         } else {
-            // Rollback journal: writers wait as long as the read transaction lasts. A
-            // plain copy to staging ends it many times sooner than compressing and
-            // hashing would, and the check runs on the copy.
-            let file = std::fs::File::create_new(&self.copy)
-                .map_err(SourceError::io("cannot create the snapshot", &self.copy))?;
-            let mut out = std::io::BufWriter::with_capacity(1 << 20, file);
-            stream
-                .with_reader(|reader| std::io::copy(reader, &mut out))?
-                .and_then(|_| std::io::Write::flush(&mut out))
-                .map_err(|e| match e.kind() {
-                    std::io::ErrorKind::Other => page_err(e),
-                    _ => SourceError::io("cannot write the snapshot", &self.copy)(e),
-                })?;
-            drop(out);
-            stream.finish()?;
-            check(&self.copy, false)?;
+            self.plain_copy()?;
             let file = std::fs::File::open(&self.copy)
                 .map_err(SourceError::io("cannot read the snapshot", &self.copy))?;
             let mut reader = std::io::BufReader::with_capacity(1 << 20, file);

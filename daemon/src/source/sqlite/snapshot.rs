@@ -296,7 +296,7 @@ impl PageStream {
     }
 
     /// Ends the read transaction.
-    pub fn finish(self) -> Result<(), SourceError> {
+    pub fn finish(&self) -> Result<(), SourceError> {
         self.conn
             .execute_batch("COMMIT")
             .map_err(|e| SourceError::from_sqlite(&self.path, Duration::ZERO, e))
