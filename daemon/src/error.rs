@@ -16,6 +16,7 @@ use crate::archive::ArchiveError;
 use crate::catalog::CatalogError;
 use crate::source::SourceError;
 use crate::store::StoreError;
+use crate::store::s3::{S3Error, S3ErrorKind};
 
 /// What kind of failure an [`Error`] is; decides the gRPC code and the exit code.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -160,6 +161,8 @@ impl Error {
             Error::Store(StoreError::Io { source, .. }) => io_kind(source),
             Error::Store(StoreError::NoSpace(_)) => K::NoSpace,
             Error::Store(StoreError::Sidecar { .. }) => K::DataLoss,
+            Error::Store(StoreError::Remote(e)) => remote_kind(e),
+            Error::Store(StoreError::Unusable(_)) => K::Precondition,
             Error::SafetyBackup(inner) => inner.kind(),
             Error::Cancelled => K::Cancelled,
             Error::Internal(_) => K::Internal,
@@ -178,6 +181,9 @@ impl Error {
             Error::Catalog(e) => e.is_disk_full(),
             Error::Store(StoreError::NoSpace(_)) => true,
             Error::Store(StoreError::Io { source, .. }) => source.raw_os_error() == Some(nix::libc::ENOSPC),
+            Error::Store(StoreError::Remote(S3Error::LocalWrite { source, .. })) => {
+                source.raw_os_error() == Some(nix::libc::ENOSPC)
+            }
             Error::SafetyBackup(inner) => inner.is_disk_full(),
             _ => false,
         }
@@ -195,6 +201,22 @@ fn source_kind(e: &SourceError) -> ErrorKind {
         SourceError::Check { .. } => ErrorKind::DataLoss,
         _ if e.is_disk_full() => ErrorKind::NoSpace,
         _ => ErrorKind::Internal,
+    }
+}
+
+/// The kind of an offsite store's failure. An unreachable store or refused credentials
+/// are preconditions (exit 1, retried later by the copier), not "unavailable": that
+/// code means cofferd itself cannot be reached.
+fn remote_kind(e: &S3Error) -> ErrorKind {
+    match e.kind() {
+        S3ErrorKind::Invalid => ErrorKind::Invalid,
+        S3ErrorKind::NotFound => ErrorKind::NotFound,
+        S3ErrorKind::DataLoss => ErrorKind::DataLoss,
+        S3ErrorKind::Cancelled => ErrorKind::Cancelled,
+        S3ErrorKind::LocalIo => ErrorKind::Internal,
+        S3ErrorKind::Unavailable | S3ErrorKind::Auth | S3ErrorKind::Locked | S3ErrorKind::Rejected => {
+            ErrorKind::Precondition
+        }
     }
 }
 

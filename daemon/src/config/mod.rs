@@ -22,6 +22,10 @@ pub use drill::DrillConfig;
 use crate::policy::retention::Policy;
 use crate::policy::schedule::Schedule;
 
+pub mod offsite;
+
+pub use offsite::{OffsiteConfig, StoreConfig};
+
 /// Where the config is read from when neither `--config` nor `$COFFER_CONFIG` is given.
 pub const DEFAULT_CONFIG: &str = "/etc/coffer/cofferd.toml";
 
@@ -61,6 +65,8 @@ pub struct Config {
     pub path: PathBuf,
     pub daemon: DaemonConfig,
     pub jobs: Vec<JobConfig>,
+    /// `[[store]]`: offsite stores.
+    pub stores: Vec<StoreConfig>,
 }
 
 /// `[daemon]`.
@@ -79,6 +85,8 @@ pub struct DaemonConfig {
     pub max_concurrent_runs: usize,
     pub shutdown_grace: Duration,
     pub max_upload_size: u64,
+    /// `host-name`: this host in store prefixes (`{host}`) and manifests.
+    pub host_name: String,
 }
 
 /// How an SQLite database is snapshotted (`snapshot-method`).
@@ -145,6 +153,8 @@ pub struct JobConfig {
     pub hooks: Hooks,
     /// Restore drills (`[job.drill]`).
     pub drill: DrillConfig,
+    /// `[job.offsite]`, if the job is copied to stores.
+    pub offsite: Option<OffsiteConfig>,
 }
 
 /// `[job.hooks]`: argv arrays run without a shell.
@@ -171,6 +181,11 @@ impl Config {
     /// Looks a job up by name.
     pub fn job(&self, name: &str) -> Option<&JobConfig> {
         self.jobs.iter().find(|j| j.name == name)
+    }
+
+    /// Looks a store up by name.
+    pub fn store(&self, name: &str) -> Option<&StoreConfig> {
+        self.stores.iter().find(|s| s.name == name)
     }
 
     /// Reads and validates the file at `path`.
@@ -210,6 +225,8 @@ struct RawConfig {
     daemon: RawDaemon,
     #[serde(default)]
     job: Vec<RawJob>,
+    #[serde(default)]
+    store: Vec<offsite::RawStore>,
 }
 
 #[derive(Deserialize, Default)]
@@ -232,6 +249,7 @@ struct RawDaemon {
     max_concurrent_runs: Option<usize>,
     shutdown_grace: Option<String>,
     max_upload_size: Option<String>,
+    host_name: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -258,6 +276,7 @@ struct RawJob {
     hooks: RawHooks,
     #[serde(default)]
     drill: drill::RawDrill,
+    offsite: Option<offsite::RawOffsite>,
 }
 
 #[derive(Deserialize, Default)]
@@ -332,10 +351,11 @@ impl Validator<'_> {
 
     fn config(&self, raw: RawConfig) -> Result<Config, ConfigError> {
         let daemon = self.daemon(raw.daemon)?;
+        let stores = self.stores(raw.store, &daemon.host_name)?;
         let mut names = HashSet::new();
         let mut jobs = Vec::with_capacity(raw.job.len());
         for (i, job) in raw.job.into_iter().enumerate() {
-            let job = self.job(i, job)?;
+            let job = self.job(i, job, &stores)?;
             if !names.insert(job.name.clone()) {
                 return Err(self.err(
                     format!("job[{i}].name"),
@@ -348,6 +368,7 @@ impl Validator<'_> {
             path: self.path.to_owned(),
             daemon,
             jobs,
+            stores,
         })
     }
 
@@ -404,6 +425,7 @@ impl Validator<'_> {
             max_concurrent_runs,
             shutdown_grace: self.duration("daemon.shutdown-grace", raw.shutdown_grace.as_deref(), "30s")?,
             max_upload_size: self.size("daemon.max-upload-size", raw.max_upload_size.as_deref(), "64GiB")?,
+            host_name: self.host_name(raw.host_name)?,
         })
     }
 
@@ -475,7 +497,7 @@ impl Validator<'_> {
         }))
     }
 
-    fn job(&self, index: usize, raw: RawJob) -> Result<JobConfig, ConfigError> {
+    fn job(&self, index: usize, raw: RawJob, stores: &[StoreConfig]) -> Result<JobConfig, ConfigError> {
         let name = raw.name.clone();
         if !coffer_common::ids::is_valid_job_name(&name) {
             return Err(self.err(
@@ -519,6 +541,8 @@ impl Validator<'_> {
         let exclude =
             crate::policy::exclude::Exclude::new(&raw.exclude).map_err(|e| self.err(key("exclude"), e))?;
         let drill = self.drill(&name, raw.drill, timezone_name)?;
+        let stale_after = self.duration(&key("stale-after"), raw.stale_after.as_deref(), "26h")?;
+        let offsite = self.offsite(&name, raw.offsite, stores, (&retention, stale_after))?;
         Ok(JobConfig {
             drill,
             source,
@@ -529,10 +553,11 @@ impl Validator<'_> {
             compression_level,
             verify_after_backup: raw.verify_after_backup.unwrap_or(true),
             min_free_space: self.size(&key("min-free-space"), raw.min_free_space.as_deref(), "1GiB")?,
-            stale_after: self.duration(&key("stale-after"), raw.stale_after.as_deref(), "26h")?,
+            stale_after,
             catch_up: raw.catch_up.unwrap_or(true),
             retention,
             hooks,
+            offsite,
             name,
         })
     }
