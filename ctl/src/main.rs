@@ -9,6 +9,8 @@
 //! - [`output`]: tables and JSON documents.
 //! - [`progress`]: progress bars on a TTY, plain lines otherwise.
 //! - [`transfer`]: download and upload of archives, confirmation prompts.
+//! - [`offsite`]: the offsite commands (stores, copy, list --store, fetch,
+//!   verify --store) and the offsite parts of list/show/status.
 
 /// `println!` for stdout that ends cofferctl quietly when the reader has gone
 /// (`cofferctl list | head`), as a program killed by SIGPIPE would, instead of
@@ -20,6 +22,7 @@ macro_rules! outln {
 }
 
 mod health;
+mod offsite;
 mod output;
 mod progress;
 mod transfer;
@@ -59,8 +62,16 @@ enum Command {
         #[arg(long)]
         note: Option<String>,
     },
-    /// List backups, newest first.
-    List { job: Option<String> },
+    /// List backups, newest first (with --store: what an offsite store holds).
+    List {
+        job: Option<String>,
+        /// List the backups in this offsite store instead of the local ones.
+        #[arg(long)]
+        store: Option<String>,
+        /// With --store: every host's backups under the bucket (the fleet view).
+        #[arg(long, requires = "store")]
+        all_hosts: bool,
+    },
     /// Show one backup (ID, `latest` or `JOB:latest`).
     Show { id: String },
     /// Delete a backup.
@@ -132,6 +143,23 @@ enum Command {
         /// Also run SQLite's integrity and foreign-key checks on the database.
         #[arg(long)]
         deep: bool,
+        /// Verify the copy in this offsite store instead of the local archive.
+        #[arg(long)]
+        store: Option<String>,
+    },
+    /// Offsite stores: reachable, what this host has there, the newest copy, lag.
+    Stores,
+    /// Copy a backup to an offsite store now (it is read back and checked).
+    Copy {
+        id: String,
+        #[arg(long)]
+        store: String,
+    },
+    /// Download a backup from an offsite store into the backup dir (verified, catalogued).
+    Fetch {
+        id: String,
+        #[arg(long)]
+        store: String,
     },
 }
 
@@ -254,7 +282,12 @@ async fn dispatch(c: &mut Client, command: Command, json: bool) -> Result<()> {
             .await?;
             output::created(&backup, json);
         }
-        Command::List { job } => {
+        Command::List {
+            job,
+            store: Some(store),
+            all_hosts,
+        } => offsite::list(c, job, store, all_hosts, json).await?,
+        Command::List { job, .. } => {
             let list = c
                 .list_backups(proto::ListBackupsRequest {
                     job: job.unwrap_or_default(),
@@ -327,18 +360,29 @@ async fn dispatch(c: &mut Client, command: Command, json: bool) -> Result<()> {
             .await?;
             output::drilled(&drilled, json);
         }
-        Command::Verify { id, deep } => {
+        Command::Verify { id, deep, store } => {
+            let what = match &store {
+                Some(s) => format!("verifying {id} in {s}"),
+                None => format!("verifying {id}"),
+            };
             let stream = c
-                .verify_backup(proto::VerifyBackupRequest { id: id.clone(), deep })
+                .verify_backup(proto::VerifyBackupRequest {
+                    id: id.clone(),
+                    deep,
+                    store: store.unwrap_or_default(),
+                })
                 .await?
                 .into_inner();
-            let verified = follow(stream, &format!("verifying {id}"), |e| match e {
+            let verified = follow(stream, &what, |e| match e {
                 Event::Verify(v) => Some(v),
                 _ => None,
             })
             .await?;
             output::verified(&verified, json);
         }
+        Command::Stores => offsite::stores(c, json).await?,
+        Command::Copy { id, store } => offsite::copy(c, id, store, json).await?,
+        Command::Fetch { id, store } => offsite::fetch(c, id, store, json).await?,
     }
     Ok(())
 }

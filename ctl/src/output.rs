@@ -34,7 +34,7 @@ fn output_failed(e: std::io::Error) -> ! {
     std::process::exit(1);
 }
 
-fn print_json(value: &impl Serialize) {
+pub(crate) fn print_json(value: &impl Serialize) {
     use std::io::Write;
     let mut out = std::io::BufWriter::with_capacity(1 << 16, std::io::stdout().lock());
     let written = serde_json::to_writer_pretty(&mut out, value)
@@ -73,6 +73,7 @@ pub struct BackupJson<'a> {
     skipped: Vec<SkippedJson<'a>>,
     /// Media entries left out by the job's `exclude` globs.
     excluded_count: u64,
+    locations: Vec<crate::offsite::LocationJson<'a>>,
 }
 
 #[derive(Serialize)]
@@ -150,6 +151,7 @@ pub fn backup_json(b: &proto::Backup) -> BackupJson<'_> {
             })
             .collect(),
         excluded_count: b.excluded_count,
+        locations: crate::offsite::locations_json(&b.locations),
     }
 }
 
@@ -185,7 +187,7 @@ fn skipped_text(b: &proto::Backup) -> String {
 }
 
 /// Prints rows as columns separated by two spaces, the first row a header.
-fn table(rows: &[Vec<String>]) {
+pub(crate) fn table(rows: &[Vec<String>]) {
     let Some(width) = rows.iter().map(Vec::len).max() else {
         return;
     };
@@ -234,6 +236,7 @@ pub fn backups(list: &[proto::Backup], json: bool) {
         "SIZE".into(),
         "PINNED".into(),
         "VERIFIED".into(),
+        "OFFSITE".into(),
         "NOTE".into(),
     ]];
     for b in list {
@@ -243,6 +246,7 @@ pub fn backups(list: &[proto::Backup], json: bool) {
             bytes(b.size),
             if b.protected { "yes".into() } else { "-".into() },
             verification(b),
+            crate::offsite::locations_cell(&b.locations),
             b.note.clone(),
         ]);
     }
@@ -320,6 +324,9 @@ pub fn backup(b: &proto::Backup, json: bool) {
     for (key, value) in rows {
         outln!("{:<10} {value}", format!("{key}:"));
     }
+    for (key, value) in crate::offsite::locations_lines(&b.locations) {
+        outln!("{:<10} {value}", format!("{key}:"));
+    }
 }
 
 pub fn created(b: &proto::Backup, json: bool) {
@@ -348,17 +355,23 @@ pub fn deleted(id: &str, json: bool) {
 
 pub fn verified(v: &proto::VerifyResult, json: bool) {
     if json {
-        print_json(
-            &json!({ "id": v.id, "ok": v.ok, "entries": v.entries, "deep": v.deep, "error": v.error }),
-        );
+        print_json(&json!({
+            "id": v.id, "ok": v.ok, "entries": v.entries, "deep": v.deep, "error": v.error,
+            "store": (!v.store.is_empty()).then_some(&v.store),
+        }));
     } else {
         let depth = if v.deep {
             ", database integrity checked"
         } else {
             ""
         };
+        let place = if v.store.is_empty() {
+            String::new()
+        } else {
+            format!(" (the copy in {})", v.store)
+        };
         outln!(
-            "backup {} verified: {} entries match the manifest{depth}",
+            "backup {}{place} verified: {} entries match the manifest{depth}",
             v.id,
             v.entries
         );
@@ -425,6 +438,7 @@ pub fn status(s: &proto::GetStatusResponse, json: bool) {
             "backup-dir-free-bytes": s.backup_dir_free_bytes,
             "state-dir": s.state_dir,
             "jobs": jobs,
+            "stores": crate::offsite::status_stores_json(&s.stores),
         }));
         return;
     }
@@ -466,6 +480,7 @@ pub fn status(s: &proto::GetStatusResponse, json: bool) {
             outln!("warning: {}: {warning}", j.name);
         }
     }
+    crate::offsite::status_stores(&s.stores);
 }
 
 pub fn jobs(jobs: &[proto::Job], json: bool) {
@@ -567,6 +582,7 @@ pub fn pruned(decisions: &[proto::PruneDecision], dry_run: bool, json: bool) {
                     "keep": d.keep,
                     "reasons": d.reasons,
                     "removed": d.removed,
+                    "location": d.location,
                 })
             })
             .collect();
@@ -579,6 +595,7 @@ pub fn pruned(decisions: &[proto::PruneDecision], dry_run: bool, json: bool) {
     }
     let mut rows = vec![vec![
         "ID".into(),
+        "LOCATION".into(),
         "CREATED".into(),
         "ACTION".into(),
         "REASONS".into(),
@@ -592,6 +609,7 @@ pub fn pruned(decisions: &[proto::PruneDecision], dry_run: bool, json: bool) {
         };
         rows.push(vec![
             d.id.clone(),
+            d.location.clone(),
             timestamp(d.created_at),
             action.into(),
             d.reasons.join(", "),

@@ -103,10 +103,26 @@ pub enum Error {
     },
     #[error("the restore drill of backup {id} failed: {why}")]
     Drill { id: String, why: String },
+    #[error("there is no store named '{0}'")]
+    UnknownStore(String),
+    #[error("backup {id} is not in the store '{store}'")]
+    NotInStore { id: String, store: String },
+    #[error("the copy of backup {id} in the store '{store}' {problem}")]
+    RemoteDiffers {
+        id: String,
+        store: String,
+        problem: String,
+    },
     #[error("the operation was cancelled because cofferd is shutting down")]
     Cancelled,
     #[error("internal error: {0}")]
     Internal(String),
+}
+
+impl From<crate::store::s3::S3Error> for Error {
+    fn from(e: crate::store::s3::S3Error) -> Error {
+        Error::Store(StoreError::Remote(e))
+    }
 }
 
 impl Error {
@@ -114,6 +130,11 @@ impl Error {
     /// clients see and what runs record.
     pub fn describe(&self) -> String {
         coffer_common::format::error_chain(self)
+    }
+
+    /// Wraps an offsite store's error.
+    pub fn from_remote(e: crate::store::s3::S3Error) -> Error {
+        Error::Store(StoreError::Remote(e))
     }
 
     /// Wraps an io error with what was being done to which path.
@@ -164,6 +185,8 @@ impl Error {
             Error::Store(StoreError::Remote(e)) => remote_kind(e),
             Error::Store(StoreError::Unusable(_)) => K::Precondition,
             Error::SafetyBackup(inner) => inner.kind(),
+            Error::UnknownStore(_) | Error::NotInStore { .. } => K::NotFound,
+            Error::RemoteDiffers { .. } => K::DataLoss,
             Error::Cancelled => K::Cancelled,
             Error::Internal(_) => K::Internal,
         }

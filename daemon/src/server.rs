@@ -6,7 +6,8 @@
 //! anything); sweep `.partial` files and staging leftovers; open and reconcile the
 //! catalog; take the listener from systemd (socket activation, `LISTEN_FDS`) or bind
 //! the socket — replacing a stale socket file only if it really is a socket — with
-//! `socket-mode` and `socket-group`; start the scheduler and the health task; tell
+//! `socket-mode` and `socket-group`; start the scheduler, the offsite copier (which
+//! sweeps and reconciles each store in the background) and the health task; tell
 //! systemd READY=1.
 //!
 //! SIGHUP reloads the config: a valid new config replaces jobs, schedules and access
@@ -147,6 +148,8 @@ fn restart_only_changes(old: &Config, new: &Config) -> Option<&'static str> {
         Some("backup-dir")
     } else if o.max_concurrent_runs != n.max_concurrent_runs {
         Some("max-concurrent-runs")
+    } else if o.host_name != n.host_name {
+        Some("host-name")
     } else {
         None
     }
@@ -224,6 +227,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let (reporter, health_service) = health(&engine, &access, &tasks, &shutdown).await;
     let scheduler = shutdown.child_token();
     crate::scheduler::start(&engine, &tasks, &scheduler, &shutdown);
+    crate::copier::start(&engine, &tasks, &shutdown);
     notify::spawn_watchdog(&tasks, shutdown.clone());
 
     let service = CofferServer::new(CofferService::new(

@@ -8,10 +8,12 @@
 //! - [`status`]: the `GetStatus` / `ListJobs` answers.
 //! - [`health`]: keeps grpc.health.v1 per-job statuses current.
 //! - [`metrics`]: the Prometheus text exposition.
+//! - [`offsite`]: stores, store listings, locations and copy results on the wire.
 
 pub mod auth;
 pub mod convert;
 pub mod health;
 pub mod metrics;
+pub mod offsite;
 pub mod service;
 pub mod status;

@@ -9,15 +9,23 @@
 //! - [`upload`] / [`download`]: archives in and out.
 //! - [`prune`]: retention; [`delete`]: delete, pin and unpin.
 //! - [`drill`]: restore drills with the job's SQL checks.
+//! - [`copy`]: copying backups to offsite stores (the copy queue's work);
+//!   [`fetch`]: bringing one back into the backup dir; [`offsite`]: the stores'
+//!   overview, store listings (the fleet view), `verify --store`, start-up sweep and
+//!   reconciliation, lag and health warnings; [`remote_prune`]: retention in a store.
 //!
 //! Dependencies run one way: `ops` uses the layers below (source, archive, manifest,
 //! store, catalog, policy) and never the engine or the API.
 
 pub mod backup;
+pub mod copy;
 pub mod delete;
 pub mod download;
 pub mod drill;
+pub mod fetch;
+pub mod offsite;
 pub mod prune;
+pub mod remote_prune;
 pub mod restore;
 pub mod upload;
 pub mod verify;
@@ -33,6 +41,7 @@ use crate::catalog::{AuditRecord, BackupRecord, Catalog};
 use crate::config::{Config, JobConfig};
 use crate::error::Error;
 use crate::store::LocalStore;
+use crate::store::offsite::Offsite;
 
 /// Counters that live only as long as the process (Prometheus handles resets).
 #[derive(Debug, Default)]
@@ -47,6 +56,12 @@ pub struct CounterValues {
     pub retention_removed: HashMap<String, u64>,
     /// Failed verifications, per job.
     pub verify_failures: HashMap<String, u64>,
+    /// Failed copy attempts, per job and store.
+    pub copy_failures: HashMap<(String, String), u64>,
+    /// Archive bytes copied to stores, per job and store.
+    pub copied_bytes: HashMap<(String, String), u64>,
+    /// Copies removed from stores by retention, per job and store.
+    pub remote_removed: HashMap<(String, String), u64>,
 }
 
 impl Counters {
@@ -80,6 +95,15 @@ impl Host {
             workers: std::thread::available_parallelism().map_or(1, |n| n.get() as u32),
         }
     }
+
+    /// This machine under the name `[daemon] host-name` gives it (when set).
+    pub fn named(name: &str) -> Host {
+        let mut host = Host::current();
+        if !name.is_empty() {
+            host.hostname = name.to_owned();
+        }
+        host
+    }
 }
 
 /// What an operation works with.
@@ -87,6 +111,8 @@ pub struct Ctx<'a> {
     pub config: &'a Config,
     pub catalog: &'a Catalog,
     pub store: &'a LocalStore,
+    /// The configured offsite stores.
+    pub offsite: &'a Offsite,
     pub counters: &'a Counters,
     pub host: &'a Host,
     /// Fires when cofferd shuts down.
@@ -177,6 +203,7 @@ pub(crate) mod testing {
         pub config: Config,
         pub catalog: Catalog,
         pub store: LocalStore,
+        pub offsite: Offsite,
         pub counters: Counters,
         pub host: Host,
         pub cancel: CancellationToken,
@@ -186,6 +213,18 @@ pub(crate) mod testing {
         /// A daemon config with one job `app` over `db` and `media` (extra TOML lines
         /// go into the job), directories created.
         pub fn new(db: &Path, media: &[PathBuf], job_extra: &str) -> TestCtx {
+            Self::with_stores(db, media, job_extra, "", None)
+        }
+
+        /// [`TestCtx::new`] with `[[store]]` tables (`stores`, placed before the job)
+        /// whose requests run on `rt`.
+        pub fn with_stores(
+            db: &Path,
+            media: &[PathBuf],
+            job_extra: &str,
+            stores: &str,
+            rt: Option<tokio::runtime::Handle>,
+        ) -> TestCtx {
             let dir = tempfile::tempdir().unwrap();
             let state = dir.path().join("state");
             let backups = dir.path().join("backups");
@@ -194,7 +233,7 @@ pub(crate) mod testing {
                 .map(|m| format!("{:?}", m.display().to_string()))
                 .collect();
             let text = format!(
-                "[daemon]\nstate-dir = {state:?}\nbackup-dir = {backups:?}\n\n[[job]]\nname = \"app\"\ndatabase = {db:?}\nmedia = [{}]\nschedule = \"manual\"\nmin-free-space = \"0B\"\n{job_extra}\n",
+                "[daemon]\nstate-dir = {state:?}\nbackup-dir = {backups:?}\nhost-name = \"testhost\"\n\n{stores}\n[[job]]\nname = \"app\"\ndatabase = {db:?}\nmedia = [{}]\nschedule = \"manual\"\nmin-free-space = \"0B\"\n{job_extra}\n",
                 media.join(", "),
                 state = state.display().to_string(),
                 backups = backups.display().to_string(),
@@ -207,6 +246,7 @@ pub(crate) mod testing {
             let store = LocalStore::new(&backups, &state);
             TestCtx {
                 _dir: dir,
+                offsite: Offsite::new(&config.stores, rt),
                 config,
                 catalog,
                 store,
@@ -242,6 +282,7 @@ pub(crate) mod testing {
                 config: &self.config,
                 catalog: &self.catalog,
                 store: &self.store,
+                offsite: &self.offsite,
                 counters: &self.counters,
                 host: &self.host,
                 cancel: &self.cancel,
