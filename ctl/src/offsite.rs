@@ -97,7 +97,10 @@ pub fn locations_lines(locations: &[proto::Location]) -> Vec<(String, String)> {
             match l.verify_result.as_str() {
                 "" => {}
                 "ok" => text.push_str(&format!(", verified {}", timestamp(l.verified_at))),
-                err => text.push_str(&format!(", verification FAILED {}: {err}", timestamp(l.verified_at))),
+                err => text.push_str(&format!(
+                    ", verification FAILED {}: {err}",
+                    timestamp(l.verified_at)
+                )),
             }
             if l.retain_until > 0 {
                 text.push_str(&format!(", locked until {}", timestamp(l.retain_until)));
@@ -109,7 +112,11 @@ pub fn locations_lines(locations: &[proto::Location]) -> Vec<(String, String)> {
 
 /// `stores`.
 pub async fn stores(c: &mut Client, json: bool) -> Result<()> {
-    let stores = c.list_stores(proto::ListStoresRequest {}).await?.into_inner().stores;
+    let stores = c
+        .list_stores(proto::ListStoresRequest {})
+        .await?
+        .into_inner()
+        .stores;
     if json {
         let list: Vec<Value> = stores
             .iter()
@@ -144,9 +151,19 @@ pub async fn stores(c: &mut Client, json: bool) -> Result<()> {
         outln!("no stores configured");
         return Ok(());
     }
-    let mut rows = vec![["STORE", "WHERE", "REACHABLE", "OBJECTS", "NEWEST COPY", "LAG", "QUEUED"]
+    let mut rows = vec![
+        [
+            "STORE",
+            "WHERE",
+            "REACHABLE",
+            "OBJECTS",
+            "NEWEST COPY",
+            "LAG",
+            "QUEUED",
+        ]
         .map(String::from)
-        .to_vec()];
+        .to_vec(),
+    ];
     for s in &stores {
         rows.push(vec![
             s.name.clone(),
@@ -166,8 +183,15 @@ pub async fn stores(c: &mut Client, json: bool) -> Result<()> {
         ]);
     }
     table(&rows);
-    for s in stores.iter().filter(|s| !s.error.is_empty() || !s.last_error.is_empty()) {
-        let why = if s.error.is_empty() { &s.last_error } else { &s.error };
+    for s in stores
+        .iter()
+        .filter(|s| !s.error.is_empty() || !s.last_error.is_empty())
+    {
+        let why = if s.error.is_empty() {
+            &s.last_error
+        } else {
+            &s.error
+        };
         outln!("{}: {why}", s.name);
     }
     Ok(())
@@ -201,13 +225,24 @@ pub async fn copy(c: &mut Client, id: String, store: String, json: bool) -> Resu
         } else {
             "copied and read back"
         };
-        outln!("backup {} {how}: {} in {}", copied.id, bytes(copied.size), copied.store);
+        outln!(
+            "backup {} {how}: {} in {}",
+            copied.id,
+            bytes(copied.size),
+            copied.store
+        );
     }
     Ok(())
 }
 
 /// `list [JOB] --store S [--all-hosts]`.
-pub async fn list(c: &mut Client, job: Option<String>, store: String, all_hosts: bool, json: bool) -> Result<()> {
+pub async fn list(
+    c: &mut Client,
+    job: Option<String>,
+    store: String,
+    all_hosts: bool,
+    json: bool,
+) -> Result<()> {
     let backups = c
         .list_store_backups(proto::ListStoreBackupsRequest {
             store,
@@ -240,9 +275,11 @@ pub async fn list(c: &mut Client, job: Option<String>, store: String, all_hosts:
         outln!("no backups in the store");
         return Ok(());
     }
-    let mut rows = vec![["HOST", "JOB", "ID", "CREATED", "SIZE", "COPIED", "LOCAL"]
-        .map(String::from)
-        .to_vec()];
+    let mut rows = vec![
+        ["HOST", "JOB", "ID", "CREATED", "SIZE", "COPIED", "LOCAL"]
+            .map(String::from)
+            .to_vec(),
+    ];
     for b in &backups {
         rows.push(vec![
             b.host.clone(),
@@ -290,7 +327,11 @@ pub fn status_stores(stores: &[proto::StoreStatus]) {
     if stores.is_empty() {
         return;
     }
-    let mut rows = vec![["STORE", "STATE", "QUEUED", "LAG", "LAST CONTACT"].map(String::from).to_vec()];
+    let mut rows = vec![
+        ["STORE", "STATE", "QUEUED", "LAG", "LAST CONTACT"]
+            .map(String::from)
+            .to_vec(),
+    ];
     for s in stores {
         let state = if s.error.is_empty() {
             s.state.clone()

@@ -59,10 +59,17 @@ async fn sweep(engine: &Arc<Engine>, stores: Vec<String>) -> HashSet<String> {
                         "store swept"
                     );
                     for key in &s.incomplete {
-                        tracing::warn!(store, key, "an archive without its sidecar (an interrupted copy or deletion); left alone");
+                        tracing::warn!(
+                            store,
+                            key,
+                            "an archive without its sidecar (an interrupted copy or deletion); left alone"
+                        );
                     }
                 }
-                Err(e) => tracing::warn!(store, "cannot sweep the store now (tried again before its next copy): {e}"),
+                Err(e) => tracing::warn!(
+                    store,
+                    "cannot sweep the store now (tried again before its next copy): {e}"
+                ),
             }
             swept.ok().map(|_| store)
         });
@@ -105,9 +112,7 @@ async fn run(engine: Arc<Engine>, shutdown: CancellationToken) {
             if shutdown.is_cancelled() {
                 return;
             }
-            engine
-                .copy_queued(location, ACTOR, shutdown.child_token())
-                .await;
+            engine.copy_queued(location, ACTOR, shutdown.child_token()).await;
         }
         let next = engine
             .blocking(|ctx| Ok(ctx.catalog.next_copy_due()?))
@@ -115,7 +120,9 @@ async fn run(engine: Arc<Engine>, shutdown: CancellationToken) {
             .ok()
             .flatten();
         let wait = match next {
-            Some(at) => Duration::from_secs((at - Utc::now().timestamp()).clamp(0, MAX_SLEEP.as_secs() as i64) as u64),
+            Some(at) => {
+                Duration::from_secs((at - Utc::now().timestamp()).clamp(0, MAX_SLEEP.as_secs() as i64) as u64)
+            }
             None => MAX_SLEEP,
         };
         // Due already (a copy queued meanwhile, or a failure due again): look once a

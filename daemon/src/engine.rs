@@ -24,6 +24,8 @@ use chrono::Utc;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 
+use crate::catalog::LocationRecord;
+use crate::catalog::LocationState;
 use crate::catalog::{BackupRecord, Catalog, JobStats, RunEnd, RunRecord};
 use crate::config::Config;
 use crate::error::Error;
@@ -35,8 +37,6 @@ use crate::ops::restore::{Only, Restored};
 use crate::ops::verify::Verified;
 use crate::ops::{self, CounterValues, Counters, Ctx, Host};
 use crate::run::{Event, Phase, RunKind, RunStatus};
-use crate::catalog::LocationRecord;
-use crate::catalog::LocationState;
 use crate::store::LocalStore;
 use crate::store::offsite::Offsite;
 
@@ -209,7 +209,13 @@ impl Engine {
         cancel: &CancellationToken,
         progress: &mut (dyn FnMut(Event) + Send),
     ) -> Result<RunGuard, Error> {
-        let slot = Self::slot(&self.transfers, "waiting for another copy to finish", cancel, progress).await?;
+        let slot = Self::slot(
+            &self.transfers,
+            "waiting for another copy to finish",
+            cancel,
+            progress,
+        )
+        .await?;
         Ok(RunGuard {
             _claim: None,
             _slot: slot,
@@ -600,9 +606,10 @@ impl Engine {
                     Ok(_) => engine.after_copy(ctx, &record.job, &store),
                     Err(Error::Cancelled) => {}
                     Err(e) => {
-                        let queued = ctx.catalog.location(&record.id, &store)?.filter(|l| {
-                            matches!(l.state, LocationState::Pending | LocationState::Failed)
-                        });
+                        let queued = ctx
+                            .catalog
+                            .location(&record.id, &store)?
+                            .filter(|l| matches!(l.state, LocationState::Pending | LocationState::Failed));
                         if let Some(location) = queued {
                             ops::copy::failed(ctx, &location, e)?;
                         }
@@ -616,13 +623,22 @@ impl Engine {
 
     /// After a copy of a backup of `job` to `store`: the job's retention in that store.
     fn after_copy(&self, ctx: &Ctx, job: &str, store: &str) {
-        let Some(job) = ctx.config.job(job).filter(|j| j.offsite_stores().iter().any(|s| s == store)) else {
+        let Some(job) = ctx
+            .config
+            .job(job)
+            .filter(|j| j.offsite_stores().iter().any(|s| s == store))
+        else {
             return;
         };
         let cancel = CancellationToken::new();
-        let pruned = self.record(RunKind::Prune, &job.name, false, &cancel, || {
-            ops::remote_prune::prune_store(ctx, "retention", job, store, false)
-        }, |p| (String::new(), p.iter().filter(|p| p.removed).count() as u64));
+        let pruned = self.record(
+            RunKind::Prune,
+            &job.name,
+            false,
+            &cancel,
+            || ops::remote_prune::prune_store(ctx, "retention", job, store, false),
+            |p| (String::new(), p.iter().filter(|p| p.removed).count() as u64),
+        );
         if let Err(e) = pruned {
             tracing::error!(job = job.name, store, "retention in the store failed: {e}");
         }
@@ -630,14 +646,20 @@ impl Engine {
 
     /// Works one queued copy (the copier's step): a copy whose backup or store is gone
     /// is dropped from the queue; otherwise it is copied and audited as `actor`.
-    pub async fn copy_queued(self: &Arc<Self>, location: LocationRecord, actor: &str, cancel: CancellationToken) {
+    pub async fn copy_queued(
+        self: &Arc<Self>,
+        location: LocationRecord,
+        actor: &str,
+        cancel: CancellationToken,
+    ) {
         let (id, store) = (location.backup_id.clone(), location.store.clone());
         let found = self
             .blocking(move |ctx| {
                 let record = ctx.catalog.get_backup(&location.backup_id)?;
                 let configured = ctx.offsite.get(&location.store).is_some();
                 if record.is_none() || !configured {
-                    ctx.catalog.remove_location(&location.backup_id, &location.store)?;
+                    ctx.catalog
+                        .remove_location(&location.backup_id, &location.store)?;
                 }
                 Ok(record.filter(|_| configured))
             })
@@ -659,7 +681,9 @@ impl Engine {
             let target = format!("{id} to {store}");
             let engine = self.clone();
             let actor = actor.to_owned();
-            let _ = tokio::task::spawn_blocking(move || engine.audit(&actor, "copy", &target, error.as_deref())).await;
+            let _ =
+                tokio::task::spawn_blocking(move || engine.audit(&actor, "copy", &target, error.as_deref()))
+                    .await;
         }
     }
 

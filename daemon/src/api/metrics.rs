@@ -248,7 +248,11 @@ fn offsite_families(engine: &Engine, out: &mut String) -> Result<(), Error> {
         "How long a store has been behind with a job: age of the oldest local backup newer than its newest copy there (0 = up to date).",
     );
     for ((job, store), lag) in pairs.iter().zip(&lags) {
-        f.sample("coffer_offsite_lag_seconds", &[("job", job), ("store", store)], lag);
+        f.sample(
+            "coffer_offsite_lag_seconds",
+            &[("job", job), ("store", store)],
+            lag,
+        );
     }
     let counters = engine.counters();
     for (name, help, counts) in [
@@ -270,7 +274,10 @@ fn offsite_families(engine: &Engine, out: &mut String) -> Result<(), Error> {
     ] {
         let mut f = Family::new(out, name, "counter", help);
         for (job, store) in &pairs {
-            let n = counts.get(&((*job).to_owned(), (*store).to_owned())).copied().unwrap_or(0);
+            let n = counts
+                .get(&((*job).to_owned(), (*store).to_owned()))
+                .copied()
+                .unwrap_or(0);
             f.sample(name, &[("job", job), ("store", store)], n);
         }
     }

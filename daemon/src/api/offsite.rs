@@ -122,7 +122,12 @@ pub fn store_status(engine: &Engine) -> Result<Vec<proto::StoreStatus>, Error> {
                 .filter(|l| matches!(l.state, LocationState::Pending | LocationState::Failed));
             let failing = rows.iter().filter(|l| l.state == LocationState::Failed).count();
             let mut lag = 0;
-            for job in ctx.config.jobs.iter().filter(|j| j.offsite_stores().iter().any(|s| s == name)) {
+            for job in ctx
+                .config
+                .jobs
+                .iter()
+                .filter(|j| j.offsite_stores().iter().any(|s| s == name))
+            {
                 lag = lag.max(ops::offsite::lag(ctx, &job.name, name, now)?);
             }
             out.push(proto::StoreStatus {
@@ -142,7 +147,9 @@ pub fn store_status(engine: &Engine) -> Result<Vec<proto::StoreStatus>, Error> {
 /// The offsite warnings of one job (for `JobStatus.warnings`).
 pub fn warnings(engine: &Engine, job: &str) -> Result<Vec<String>, Error> {
     let cancel = tokio_util::sync::CancellationToken::new();
-    engine.with_ctx(&cancel, |ctx| ops::offsite::warnings(ctx, job, Utc::now().timestamp()))
+    engine.with_ctx(&cancel, |ctx| {
+        ops::offsite::warnings(ctx, job, Utc::now().timestamp())
+    })
 }
 
 /// A copy's result on the wire.

@@ -542,7 +542,8 @@ impl Coffer for CofferService {
             Ok(record) => record,
             Err(refused) => {
                 let target = format!("{} to {}", req.id, req.store);
-                self.audit(&peer, "copy", &target, &Err::<(), _>(refused.clone())).await;
+                self.audit(&peer, "copy", &target, &Err::<(), _>(refused.clone()))
+                    .await;
                 return Err(refused);
             }
         };
@@ -599,7 +600,11 @@ impl CofferService {
     /// `verify ID --store S [--deep]`: the copy in a store (a run like `verify`).
     fn verify_in_store(&self, peer: Peer, req: proto::VerifyBackupRequest) -> Response<EventStream> {
         let engine = self.engine.clone();
-        let action = if req.deep { "verify --store --deep" } else { "verify --store" };
+        let action = if req.deep {
+            "verify --store --deep"
+        } else {
+            "verify --store"
+        };
         let target = format!("{} in {}", req.id, req.store);
         let store = req.store.clone();
         self.spawn_run(

@@ -221,7 +221,13 @@ impl Catalog {
     }
 
     /// Records a failed copy attempt: the sentence, and when to try again.
-    pub fn set_copy_failed(&self, id: &str, store: &str, error: &str, retry_at: i64) -> Result<(), CatalogError> {
+    pub fn set_copy_failed(
+        &self,
+        id: &str,
+        store: &str,
+        error: &str,
+        retry_at: i64,
+    ) -> Result<(), CatalogError> {
         self.conn().execute(
             "UPDATE locations SET state = 'failed', error = ?3, attempts = attempts + 1,
                  next_attempt_at = ?4
@@ -232,7 +238,12 @@ impl Catalog {
     }
 
     /// Sets the state of a location (retention marks `deleting`, and back).
-    pub fn set_location_state(&self, id: &str, store: &str, state: LocationState) -> Result<(), CatalogError> {
+    pub fn set_location_state(
+        &self,
+        id: &str,
+        store: &str,
+        state: LocationState,
+    ) -> Result<(), CatalogError> {
         self.conn().execute(
             "UPDATE locations SET state = ?3 WHERE backup_id = ?1 AND store = ?2",
             params![id, store, state.as_str()],
@@ -241,7 +252,13 @@ impl Catalog {
     }
 
     /// Records a `verify --store`: when, and "ok" or the error sentence.
-    pub fn set_location_verified(&self, id: &str, store: &str, at: i64, result: &str) -> Result<(), CatalogError> {
+    pub fn set_location_verified(
+        &self,
+        id: &str,
+        store: &str,
+        at: i64,
+        result: &str,
+    ) -> Result<(), CatalogError> {
         self.conn().execute(
             "UPDATE locations SET verified_at = ?3, verify_result = ?4 WHERE backup_id = ?1 AND store = ?2",
             params![id, store, at, result],
@@ -273,8 +290,9 @@ impl Catalog {
     /// Every location of one backup, by store name.
     pub fn locations_of(&self, id: &str) -> Result<Vec<LocationRecord>, CatalogError> {
         let conn = self.conn();
-        let mut stmt =
-            conn.prepare_cached(&format!("SELECT {COLUMNS} FROM locations WHERE backup_id = ?1 ORDER BY store"))?;
+        let mut stmt = conn.prepare_cached(&format!(
+            "SELECT {COLUMNS} FROM locations WHERE backup_id = ?1 ORDER BY store"
+        ))?;
         let rows = stmt.query_map([id], location_row)?;
         Ok(rows.collect::<Result<_, _>>()?)
     }
@@ -375,9 +393,15 @@ mod tests {
         let (dir, c) = catalog();
         c.enqueue_copy("app-2", "app", "s3", 20, false).unwrap();
         c.enqueue_copy("app-1", "app", "s3", 10, true).unwrap();
-        let due: Vec<_> = c.due_copies(0).unwrap().into_iter().map(|r| r.backup_id).collect();
+        let due: Vec<_> = c
+            .due_copies(0)
+            .unwrap()
+            .into_iter()
+            .map(|r| r.backup_id)
+            .collect();
         assert_eq!(due, ["app-1", "app-2"], "oldest backup first");
-        c.set_copy_failed("app-1", "s3", "cannot reach the store 's3'", 100).unwrap();
+        c.set_copy_failed("app-1", "s3", "cannot reach the store 's3'", 100)
+            .unwrap();
         assert_eq!(c.due_copies(99).unwrap().len(), 1, "app-1 waits for its retry");
         assert_eq!(c.next_copy_due().unwrap(), Some(0));
         let failed = c.location("app-1", "s3").unwrap().unwrap();
@@ -402,7 +426,10 @@ mod tests {
         c.enqueue_copy("app-1", "app", "s3", 10, true).unwrap();
         c.set_copy_failed("app-1", "s3", "late", 0).unwrap();
         let copied = c.location("app-1", "s3").unwrap().unwrap();
-        assert_eq!((copied.state, copied.size, copied.error.as_str()), (LocationState::Copied, 7, ""));
+        assert_eq!(
+            (copied.state, copied.size, copied.error.as_str()),
+            (LocationState::Copied, 7, "")
+        );
         assert_eq!(c.all_locations().unwrap().len(), 2);
         assert_eq!(c.locations_in("s3", Some("app")).unwrap()[0].backup_id, "app-2");
     }
@@ -424,7 +451,10 @@ mod tests {
             .reconcile_store("s3", &[remote("a"), remote("b")], &|_| false)
             .unwrap();
         assert_eq!(r.found, ["a", "b"]);
-        assert_eq!(c.location("a", "s3").unwrap().unwrap().state, LocationState::Copied);
+        assert_eq!(
+            c.location("a", "s3").unwrap().unwrap().state,
+            LocationState::Copied
+        );
         // A pending copy that in fact completed is recorded as copied.
         c.enqueue_copy("c", "app", "s3", 1, false).unwrap();
         let r = c
@@ -435,7 +465,10 @@ mod tests {
         let r = c.reconcile_store("s3", &[remote("c")], &|id| id == "a").unwrap();
         assert_eq!(r.requeued, ["a"]);
         assert_eq!(r.forgotten, ["b"]);
-        assert_eq!(c.location("a", "s3").unwrap().unwrap().state, LocationState::Pending);
+        assert_eq!(
+            c.location("a", "s3").unwrap().unwrap().state,
+            LocationState::Pending
+        );
         assert!(c.location("b", "s3").unwrap().is_none());
     }
 }

@@ -130,10 +130,7 @@ pub fn system_host_name() -> Option<String> {
 /// most 253 bytes.
 pub fn is_valid_host_name(name: &str) -> bool {
     name.len() <= 253
-        && name
-            .chars()
-            .next()
-            .is_some_and(|c| c.is_ascii_alphanumeric())
+        && name.chars().next().is_some_and(|c| c.is_ascii_alphanumeric())
         && name
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
@@ -206,7 +203,10 @@ impl Validator<'_> {
         if !is_valid_bucket(&raw.bucket) {
             return Err(self.err(
                 key("bucket"),
-                format!("'{}' is not a valid bucket name (3 to 63 of a-z, 0-9, '.' and '-')", raw.bucket),
+                format!(
+                    "'{}' is not a valid bucket name (3 to 63 of a-z, 0-9, '.' and '-')",
+                    raw.bucket
+                ),
             ));
         }
         let prefix_template = raw.prefix.unwrap_or_else(|| DEFAULT_PREFIX.to_owned());
@@ -269,10 +269,7 @@ impl Validator<'_> {
         }
         if !url.username().is_empty() || url.password().is_some() {
             // Never echo what may be a secret.
-            return Err(self.err(
-                key,
-                "must not contain a user or password; use credentials-file",
-            ));
+            return Err(self.err(key, "must not contain a user or password; use credentials-file"));
         }
         if url.host_str().is_none() || url.query().is_some() || url.fragment().is_some() {
             return Err(bad("must be scheme://host[:port][/path]"));
@@ -364,7 +361,8 @@ mod tests {
         Config::parse(Path::new("/etc/coffer/cofferd.toml"), text)
     }
 
-    const STORE: &str = "[[store]]\nname = \"offsite\"\nendpoint = \"http://127.0.0.1:8333\"\nbucket = \"backups\"\n";
+    const STORE: &str =
+        "[[store]]\nname = \"offsite\"\nendpoint = \"http://127.0.0.1:8333\"\nbucket = \"backups\"\n";
     const JOB: &str = "[[job]]\nname = \"app\"\ndatabase = \"/a.db\"\n[job.retention]\nkeep-last = 3\n";
 
     #[test]
@@ -377,7 +375,10 @@ mod tests {
         assert_eq!(s.prefix_template, "coffer/{host}");
         assert_eq!(s.prefix, "coffer/web1");
         assert_eq!(s.region, "us-east-1");
-        assert_eq!((s.object_lock_days, s.object_lock_mode), (0, LockMode::Governance));
+        assert_eq!(
+            (s.object_lock_days, s.object_lock_mode),
+            (0, LockMode::Governance)
+        );
         assert_eq!((s.retries, s.copy_retry), (8, Duration::from_secs(30)));
         let job = &c.jobs[0];
         let offsite = job.offsite.as_ref().unwrap();
@@ -390,7 +391,10 @@ mod tests {
         ))
         .unwrap();
         let offsite = c.jobs[0].offsite.as_ref().unwrap();
-        assert_eq!((offsite.retention.keep_last, offsite.retention.keep_daily), (0, 7));
+        assert_eq!(
+            (offsite.retention.keep_last, offsite.retention.keep_daily),
+            (0, 7)
+        );
         assert_eq!(offsite.stale_after, Duration::from_secs(7200));
         assert!(parse(JOB).unwrap().jobs[0].offsite_stores().is_empty());
     }
@@ -403,18 +407,30 @@ mod tests {
                 format!("{STORE}{JOB}[job.offsite]\nstores = [\"elsewhere\"]\n"),
                 "job 'app' names the store 'elsewhere', which is not defined",
             ),
-            (store("kind = \"ftp\""), "store 'offsite': kind: 'ftp' is not a store kind"),
+            (
+                store("kind = \"ftp\""),
+                "store 'offsite': kind: 'ftp' is not a store kind",
+            ),
             (store("region = \"\""), "store 'offsite': region"),
-            (store("prefix = \"../x\""), "store 'offsite': prefix: '../x' must be a relative path"),
-            (store("object-lock-days = 40000"), "object-lock-days: 40000 is more than 100 years"),
-            (store("object-lock-mode = \"strict\""), "'strict' is not a lock mode"),
-            (store("credentials-file = \"rel\""), "credentials-file: 'rel' must be an absolute path"),
+            (
+                store("prefix = \"../x\""),
+                "store 'offsite': prefix: '../x' must be a relative path",
+            ),
+            (
+                store("object-lock-days = 40000"),
+                "object-lock-days: 40000 is more than 100 years",
+            ),
+            (
+                store("object-lock-mode = \"strict\""),
+                "'strict' is not a lock mode",
+            ),
+            (
+                store("credentials-file = \"rel\""),
+                "credentials-file: 'rel' must be an absolute path",
+            ),
             (store("copy-retry = \"0s\""), "copy-retry: must be longer than 0s"),
             (store("secret = \"x\""), "unknown field `secret`"),
-            (
-                format!("{STORE}{STORE}"),
-                "store 'offsite' is defined twice",
-            ),
+            (format!("{STORE}{STORE}"), "store 'offsite' is defined twice"),
             (
                 "[[store]]\nname = \"local\"\nendpoint = \"http://h\"\nbucket = \"bbb\"\n".to_owned(),
                 "'local' is not a valid store name",

@@ -54,8 +54,13 @@ pub struct Copied {
 /// Queues a copy of `record` to each store of `job` (nothing without `[job.offsite]`).
 pub fn enqueue(ctx: &Ctx, job: &JobConfig, record: &BackupRecord) -> Result<(), Error> {
     for store in job.offsite_stores() {
-        ctx.catalog
-            .enqueue_copy(&record.id, &record.job, store, record.created_at, record.protected)?;
+        ctx.catalog.enqueue_copy(
+            &record.id,
+            &record.job,
+            store,
+            record.created_at,
+            record.protected,
+        )?;
     }
     Ok(())
 }
@@ -96,8 +101,12 @@ pub fn note<T>(ctx: &Ctx, store: &str, result: &Result<T, Error>) {
 /// the archive; an encrypted job's copy must carry a redacted sidecar (id, job, host,
 /// times, sizes, hashes, key fingerprints: no names, paths or database facts) instead.
 pub fn remote_sidecar(sidecar: &Sidecar) -> Result<Vec<u8>, Error> {
-    crate::manifest::sidecar::to_bytes(sidecar)
-        .map_err(|e| Error::Internal(format!("cannot serialize the sidecar of {}: {e}", sidecar.manifest.id)))
+    crate::manifest::sidecar::to_bytes(sidecar).map_err(|e| {
+        Error::Internal(format!(
+            "cannot serialize the sidecar of {}: {e}",
+            sidecar.manifest.id
+        ))
+    })
 }
 
 /// Maps the store client's progress onto a run's phases.
@@ -125,7 +134,15 @@ pub fn copy(ctx: &Ctx, record: &BackupRecord, store: &str, progress: Progress<'_
         format!("copying {} to the store '{store}'", record.id),
     ));
     let copied_at = Utc::now().timestamp();
-    let (archive_facts, already) = match existing(ctx, backend, &archive_key, &sidecar, progress)? {
+    let present = backend.objects_of(&record.job, &record.id)?;
+    let listed = |key: &str| present.iter().find(|o| o.key == key);
+    let found = match listed(&archive_key) {
+        Some(archive) if archive.size == sidecar.size => {
+            existing(ctx, backend, &archive_key, &sidecar, progress)?
+        }
+        _ => None,
+    };
+    let (archive_facts, already) = match found {
         Some(found) => (found, true),
         None => {
             let put = backend.put_archive(
@@ -136,7 +153,12 @@ pub fn copy(ctx: &Ctx, record: &BackupRecord, store: &str, progress: Progress<'_
                 ctx.cancel,
             )?;
             (
-                (put.size, put.etag.unwrap_or_default(), put.retain_until, copied_at),
+                (
+                    put.size,
+                    put.etag.unwrap_or_default(),
+                    put.retain_until,
+                    copied_at,
+                ),
                 false,
             )
         }
@@ -145,9 +167,13 @@ pub fn copy(ctx: &Ctx, record: &BackupRecord, store: &str, progress: Progress<'_
         return Err(Error::Cancelled);
     }
     // Last: the sidecar (unless a complete copy had it already).
-    let side_until = match backend.head(&sidecar_key)? {
-        Some(side) if already => side.retain_until,
-        _ => backend.put_small(&sidecar_key, remote_sidecar(&sidecar)?)?.retain_until,
+    let side_until = match listed(&sidecar_key) {
+        Some(_) if already => backend.head(&sidecar_key)?.and_then(|h| h.retain_until),
+        _ => {
+            backend
+                .put_small(&sidecar_key, remote_sidecar(&sidecar)?)?
+                .retain_until
+        }
     };
     let (size, etag, archive_until, copied_at) = archive_facts;
     let facts = CopiedFacts {
@@ -158,8 +184,14 @@ pub fn copy(ctx: &Ctx, record: &BackupRecord, store: &str, progress: Progress<'_
         retain_until: archive_until.max(side_until).map_or(0, |t| t.timestamp()),
         encrypted,
     };
-    ctx.catalog
-        .set_copied(&record.id, &record.job, store, record.created_at, record.protected, &facts)?;
+    ctx.catalog.set_copied(
+        &record.id,
+        &record.job,
+        store,
+        record.created_at,
+        record.protected,
+        &facts,
+    )?;
     if !already {
         ctx.counters.count(|c| {
             *c.copied_bytes
@@ -167,7 +199,13 @@ pub fn copy(ctx: &Ctx, record: &BackupRecord, store: &str, progress: Progress<'_
                 .or_default() += facts.size
         });
     }
-    tracing::info!(id = record.id, store, size = facts.size, already, "backup copied offsite");
+    tracing::info!(
+        id = record.id,
+        store,
+        size = facts.size,
+        already,
+        "backup copied offsite"
+    );
     Ok(Copied {
         id: record.id.clone(),
         job: record.job.clone(),
@@ -196,11 +234,17 @@ fn existing(
     if archive.size != sidecar.size {
         return Ok(None);
     }
-    progress(Event::new(Phase::Verify, "the store has this archive already; reading it back"));
+    progress(Event::new(
+        Phase::Verify,
+        "the store has this archive already; reading it back",
+    ));
     let mut verify_events = |p: s3::Progress| progress(Event::bytes(Phase::Verify, p.done, p.total));
     let (_, got) = backend.get_to_writer(archive_key, std::io::sink(), &mut verify_events, ctx.cancel)?;
     if got.sha256 != sidecar.sha256 || got.size != sidecar.size {
-        tracing::warn!(key = archive_key, "the copy in the store differs from the archive; uploading it again");
+        tracing::warn!(
+            key = archive_key,
+            "the copy in the store differs from the archive; uploading it again"
+        );
         return Ok(None);
     }
     Ok(Some((
@@ -247,6 +291,9 @@ mod tests {
         let delays: Vec<u64> = (1..=9).map(|n| retry_delay(first, n).as_secs()).collect();
         assert_eq!(delays, [30, 60, 120, 240, 480, 960, 1920, 3600, 3600]);
         assert_eq!(retry_delay(first, 0), first);
-        assert_eq!(retry_delay(Duration::from_secs(1), u32::MAX), Duration::from_secs(3600));
+        assert_eq!(
+            retry_delay(Duration::from_secs(1), u32::MAX),
+            Duration::from_secs(3600)
+        );
     }
 }

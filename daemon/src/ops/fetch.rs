@@ -65,14 +65,20 @@ pub fn locate(ctx: &Ctx, id_text: &str, store: Option<&str>) -> Result<Remote, E
                     let rows = ctx.catalog.locations_in(name, job).ok()?;
                     rows.into_iter().find(|l| l.state == LocationState::Copied)
                 })
-                .max_by(|a, b| a.created_at.cmp(&b.created_at).then(ids::cmp_ids(&a.backup_id, &b.backup_id)));
+                .max_by(|a, b| {
+                    a.created_at
+                        .cmp(&b.created_at)
+                        .then(ids::cmp_ids(&a.backup_id, &b.backup_id))
+                });
             return newest
                 .map(|l| Remote {
                     id: l.backup_id,
                     job: l.job,
                     store: l.store,
                 })
-                .ok_or_else(|| Error::InvalidArgument(format!("no copy of '{id_text}' is known in the stores")));
+                .ok_or_else(|| {
+                    Error::InvalidArgument(format!("no copy of '{id_text}' is known in the stores"))
+                });
         }
     };
     for name in &stores {
@@ -86,7 +92,10 @@ pub fn locate(ctx: &Ctx, id_text: &str, store: Option<&str>) -> Result<Remote, E
         .ok_or_else(|| Error::NoSuchBackup(id.clone()))?;
     let mut last_error = None;
     for name in &stores {
-        let probe = backend(ctx, name).and_then(|b| Ok(b.head(&b.sidecar_key(&job, &id))?));
+        let probe = backend(ctx, name).and_then(|b| {
+            let key = b.sidecar_key(&job, &id);
+            Ok(b.objects_of(&job, &id)?.into_iter().find(|o| o.key == key))
+        });
         match probe {
             Ok(Some(_)) => {
                 return Ok(Remote {
@@ -133,7 +142,8 @@ pub fn fetch(ctx: &Ctx, remote: &Remote, progress: Progress<'_>) -> Result<Backu
         });
     }
     let paths = ctx.store.paths(&remote.job, &remote.id);
-    std::fs::create_dir_all(&paths.dir).map_err(Error::io("cannot create the backup directory", &paths.dir))?;
+    std::fs::create_dir_all(&paths.dir)
+        .map_err(Error::io("cannot create the backup directory", &paths.dir))?;
     ctx.store
         .check_space(&remote.job, job.min_free_space, &[(&paths.dir, sidecar.size)])?;
     let mut cleanup = Cleanup::new();
@@ -157,7 +167,8 @@ pub fn fetch(ctx: &Ctx, remote: &Remote, progress: Progress<'_>) -> Result<Backu
     let file = writer
         .into_inner()
         .map_err(|e| Error::io("cannot write the archive", &partial)(e.into_error()))?;
-    file.sync_all().map_err(Error::io("cannot write the archive", &partial))?;
+    file.sync_all()
+        .map_err(Error::io("cannot write the archive", &partial))?;
     drop(file);
     ctx.store.write_sidecar(&paths, &sidecar)?;
     cleanup.add(&paths.sidecar);
@@ -168,7 +179,10 @@ pub fn fetch(ctx: &Ctx, remote: &Remote, progress: Progress<'_>) -> Result<Backu
     // Trust nothing: every entry against the manifest, as after a backup.
     if let Err(e) = verify::verify(ctx, &record, false, progress) {
         if let Err(drop) = ctx.catalog.remove_backup(&record.id) {
-            tracing::error!(id = record.id, "cannot drop the row of the unverified fetch: {drop}");
+            tracing::error!(
+                id = record.id,
+                "cannot drop the row of the unverified fetch: {drop}"
+            );
         }
         return Err(e);
     }
@@ -179,8 +193,16 @@ pub fn fetch(ctx: &Ctx, remote: &Remote, progress: Progress<'_>) -> Result<Backu
         .catalog
         .set_location_verified(&remote.id, &remote.store, now, "ok")
     {
-        tracing::warn!(id = remote.id, "cannot record the fetched copy's verification: {e}");
+        tracing::warn!(
+            id = remote.id,
+            "cannot record the fetched copy's verification: {e}"
+        );
     }
-    tracing::info!(id = remote.id, store = remote.store, size = got.size, "backup fetched");
+    tracing::info!(
+        id = remote.id,
+        store = remote.store,
+        size = got.size,
+        "backup fetched"
+    );
     ctx.get(&remote.id)
 }

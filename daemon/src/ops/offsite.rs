@@ -13,10 +13,10 @@ use std::collections::HashSet;
 use chrono::Utc;
 use coffer_common::ids;
 
+use super::Ctx;
 use super::copy::{backend, note};
 use super::fetch::{self, Remote};
 use super::verify::{self, Stage, Verified};
-use super::Ctx;
 use crate::catalog::{FoundRemote, LocationRecord, LocationState, StoreReconciled};
 use crate::config::StoreConfig;
 use crate::error::Error;
@@ -89,7 +89,12 @@ fn stored(host: &str, b: &RemoteBackup, local: bool) -> Option<StoredBackup> {
 
 /// The complete backups in `store`: this host's (of `job`, or all), or every host's.
 /// Archives without their sidecar (a copy in progress or interrupted) are not listed.
-pub fn list_store(ctx: &Ctx, store: &str, job: Option<&str>, all_hosts: bool) -> Result<Vec<StoredBackup>, Error> {
+pub fn list_store(
+    ctx: &Ctx,
+    store: &str,
+    job: Option<&str>,
+    all_hosts: bool,
+) -> Result<Vec<StoredBackup>, Error> {
     let backend = backend(ctx, store)?;
     let me = ctx.config.daemon.host_name.as_str();
     let listed: Result<Vec<(String, RemoteBackup)>, Error> = if all_hosts {
@@ -187,7 +192,12 @@ pub fn stores(ctx: &Ctx) -> Result<Vec<StoreReport>, Error> {
             .filter(|l| matches!(l.state, LocationState::Pending | LocationState::Failed))
             .collect();
         let mut lag_max = 0;
-        for job in ctx.config.jobs.iter().filter(|j| j.offsite_stores().iter().any(|s| s == name)) {
+        for job in ctx
+            .config
+            .jobs
+            .iter()
+            .filter(|j| j.offsite_stores().iter().any(|s| s == name))
+        {
             lag_max = lag_max.max(lag(ctx, &job.name, name, now)?);
         }
         let (objects, bytes) = usage.as_ref().map_or((0, 0), |u| *u);
@@ -284,8 +294,15 @@ pub fn verify_remote(
         }
     };
     let now = Utc::now().timestamp();
-    if let Err(e) = ctx.catalog.set_location_verified(&remote.id, store, now, &verdict) {
-        tracing::warn!(id = remote.id, store, "cannot record the verification result: {e}");
+    if let Err(e) = ctx
+        .catalog
+        .set_location_verified(&remote.id, store, now, &verdict)
+    {
+        tracing::warn!(
+            id = remote.id,
+            store,
+            "cannot record the verification result: {e}"
+        );
     }
     result
 }
@@ -299,7 +316,10 @@ fn check_remote(ctx: &Ctx, remote: &Remote, deep: bool, progress: Progress<'_>) 
     };
     progress(Event::new(
         Phase::Verify,
-        format!("checking the copy of {} in the store '{}'", remote.id, remote.store),
+        format!(
+            "checking the copy of {} in the store '{}'",
+            remote.id, remote.store
+        ),
     ));
     let location = ctx.catalog.location(&remote.id, &remote.store)?;
     let encrypted = location.as_ref().is_some_and(|l| l.encrypted);
@@ -309,12 +329,17 @@ fn check_remote(ctx: &Ctx, remote: &Remote, deep: bool, progress: Progress<'_>) 
         .head(&archive_key)?
         .ok_or_else(|| differs("has lost its archive (only the sidecar is left)".into()))?;
     if sidecar.manifest.id != remote.id {
-        return Err(differs(format!("has the sidecar of another backup ({})", sidecar.manifest.id)));
+        return Err(differs(format!(
+            "has the sidecar of another backup ({})",
+            sidecar.manifest.id
+        )));
     }
     if let Some(local) = ctx.catalog.get_backup(&remote.id)?
         && (local.sha256 != sidecar.sha256 || local.size != sidecar.size)
     {
-        return Err(differs("has a sidecar that differs from the local backup's (size or sha256)".into()));
+        return Err(differs(
+            "has a sidecar that differs from the local backup's (size or sha256)".into(),
+        ));
     }
     if archive.size != sidecar.size {
         return Err(differs(format!(
@@ -346,7 +371,10 @@ fn check_remote(ctx: &Ctx, remote: &Remote, deep: bool, progress: Progress<'_>) 
             &path,
             Some(verify::expected(&sidecar)),
             &stage.database_only(),
-            &format!("the copy of backup {} in the store '{}' failed verification", remote.id, remote.store),
+            &format!(
+                "the copy of backup {} in the store '{}' failed verification",
+                remote.id, remote.store
+            ),
             Phase::Verify,
             sidecar.manifest.totals.bytes,
             progress,

@@ -28,7 +28,12 @@ pub struct Pruned {
 pub const REASON_NOT_OFFSITE: &str = "not yet offsite";
 
 /// [`prune`], then the retention of each store of the job(s) (`cofferctl prune`).
-pub fn prune_everywhere(ctx: &Ctx, actor: &str, job: Option<&str>, dry_run: bool) -> Result<Vec<Pruned>, Error> {
+pub fn prune_everywhere(
+    ctx: &Ctx,
+    actor: &str,
+    job: Option<&str>,
+    dry_run: bool,
+) -> Result<Vec<Pruned>, Error> {
     let mut out = prune(ctx, actor, job, dry_run)?;
     let jobs: Vec<&JobConfig> = match job {
         Some(name) => vec![ctx.job(name)?],

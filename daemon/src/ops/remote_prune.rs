@@ -139,6 +139,10 @@ fn remove(ctx: &Ctx, actor: &str, row: &LocationRecord) -> Result<bool, Error> {
             .entry((row.job.clone(), row.store.clone()))
             .or_default() += 1
     });
-    tracing::info!(id = row.backup_id, store = row.store, "copy deleted from the store by retention");
+    tracing::info!(
+        id = row.backup_id,
+        store = row.store,
+        "copy deleted from the store by retention"
+    );
     Ok(true)
 }

@@ -157,6 +157,14 @@ impl S3Backend {
         Ok(layout::group_backups(self.prefix(), &listing.objects))
     }
 
+    /// The objects of one backup (its archive and sidecar, as far as they exist), from
+    /// one LIST of `<prefix>/<job>/<id>.` — which, unlike a HEAD, gets an error body
+    /// that tells bad credentials from missing permissions.
+    pub fn objects_of(&self, job: &str, id: &str) -> Result<Vec<ObjectInfo>, S3Error> {
+        let prefix = format!("{}{id}.", layout::job_prefix(self.prefix(), job));
+        Ok(self.block(self.client.list(&prefix))?.objects)
+    }
+
     /// Objects and bytes under this host's prefix, from one LIST.
     pub fn usage(&self) -> Result<(u64, u64), S3Error> {
         let listing = self.block(self.client.list(&layout::dir(self.prefix())))?;
@@ -183,7 +191,10 @@ impl S3Backend {
         for object in listing.objects {
             if let Some((host, rest)) = layout::split_fleet_key(&self.template, &object.key) {
                 let (host, rest) = (host.to_owned(), rest.to_owned());
-                by_host.entry(host).or_default().push(ObjectInfo { key: rest, ..object });
+                by_host
+                    .entry(host)
+                    .or_default()
+                    .push(ObjectInfo { key: rest, ..object });
             }
         }
         Ok(by_host
@@ -201,10 +212,7 @@ impl S3Backend {
 
     /// Multipart uploads under this host's prefix that were neither completed nor aborted.
     pub fn incomplete_uploads(&self) -> Result<Vec<IncompleteUpload>, S3Error> {
-        self.block(
-            self.client
-                .list_incomplete_uploads(&layout::dir(self.prefix())),
-        )
+        self.block(self.client.list_incomplete_uploads(&layout::dir(self.prefix())))
     }
 
     /// Aborts this host's unfinished multipart uploads started before `before` (at

@@ -1141,8 +1141,8 @@ pub(crate) fn hex(bytes: &[u8]) -> String {
 
 #[cfg(test)]
 mod unit_tests {
-    use super::*;
     use super::super::config::{Credentials, Secret};
+    use super::*;
 
     fn cfg(endpoint: &str) -> S3Config {
         let creds = Credentials {

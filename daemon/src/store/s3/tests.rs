@@ -48,7 +48,10 @@ fn objects_round_trip_list_page_group_and_delete() {
         // An independent look: boto3 sees the same bytes under the same key.
         assert_eq!(s3.client().get_object(bucket, &key).unwrap(), body.to_vec());
 
-        let listing = store.list(&layout::job_prefix(store.prefix(), "app")).await.unwrap();
+        let listing = store
+            .list(&layout::job_prefix(store.prefix(), "app"))
+            .await
+            .unwrap();
         assert_eq!(listing.requests, 1);
         assert_eq!(listing.objects.len(), 1);
         assert_eq!(listing.objects[0].key, key);
@@ -65,7 +68,9 @@ fn objects_round_trip_list_page_group_and_delete() {
 
         // 30 keys in pages of 7: one logical LIST, five requests.
         let client = store.client();
-        let keys: Vec<String> = (0..30).map(|i| format!("coffer/h1/app/app-{i:05}.json")).collect();
+        let keys: Vec<String> = (0..30)
+            .map(|i| format!("coffer/h1/app/app-{i:05}.json"))
+            .collect();
         futures_util::stream::iter(keys.iter())
             .map(|k| async move {
                 let path = object_store::path::Path::parse(k).unwrap();
@@ -74,7 +79,11 @@ fn objects_round_trip_list_page_group_and_delete() {
             .buffer_unordered(8)
             .collect::<Vec<_>>()
             .await;
-        for k in ["coffer/h2/db/db-1.tar.zst", "coffer/h2/db/db-1.json", "coffer/h1/media/m-1.json"] {
+        for k in [
+            "coffer/h2/db/db-1.tar.zst",
+            "coffer/h2/db/db-1.json",
+            "coffer/h1/media/m-1.json",
+        ] {
             store.put_bytes(k, Bytes::from_static(b"{}")).await.unwrap();
         }
         let mut cfg = config(&s3, bucket, "coffer/h1");
@@ -84,16 +93,27 @@ fn objects_round_trip_list_page_group_and_delete() {
         assert_eq!((l.objects.len(), l.requests), (30, 5));
         let groups = layout::group_backups("coffer/h1", &l.objects);
         assert_eq!(groups.len(), 30);
-        assert!(groups.iter().all(|b| !b.is_complete()), "sidecars alone are not backups");
+        assert!(
+            groups.iter().all(|b| !b.is_complete()),
+            "sidecars alone are not backups"
+        );
         assert_eq!(small.list_children("coffer/").await.unwrap(), ["h1", "h2"]);
         assert_eq!(store.list_children("coffer/h1/").await.unwrap(), ["app", "media"]);
     });
 
     // The blocking backend and the Store trait over the same bucket, from this thread.
-    let backend = S3Backend::new(config(&s3, bucket, "coffer/h2"), "coffer/{host}", rt.handle().clone()).unwrap();
+    let backend = S3Backend::new(
+        config(&s3, bucket, "coffer/h2"),
+        "coffer/{host}",
+        rt.handle().clone(),
+    )
+    .unwrap();
     let listed = Store::list(&backend, None).unwrap();
     assert_eq!(listed.len(), 1);
-    assert_eq!((listed[0].job.as_str(), listed[0].id.as_str(), listed[0].size), ("db", "db-1", 2));
+    assert_eq!(
+        (listed[0].job.as_str(), listed[0].id.as_str(), listed[0].size),
+        ("db", "db-1", 2)
+    );
     let fleet = backend.list_fleet("h2").unwrap();
     let hosts: Vec<(&str, &str, bool)> = fleet
         .iter()
@@ -134,11 +154,21 @@ fn multipart_is_verified_and_any_failure_aborts_it() {
             .put_file(&key, &src, &sha, &mut record, &CancellationToken::new())
             .await
             .unwrap();
-        assert_eq!((out.size, out.sha256.as_str(), out.parts), (size, sha.as_str(), 5));
+        assert_eq!(
+            (out.size, out.sha256.as_str(), out.parts),
+            (size, sha.as_str(), 5)
+        );
         for phase in [Phase::Upload, Phase::Verify] {
             let ps: Vec<_> = seen.iter().filter(|p| p.phase == phase).collect();
-            assert!(ps.windows(2).all(|w| w[0].done <= w[1].done), "{phase:?} not monotonic");
-            assert_eq!(ps.last().map(|p| (p.done, p.total)), Some((size, size)), "{phase:?}");
+            assert!(
+                ps.windows(2).all(|w| w[0].done <= w[1].done),
+                "{phase:?} not monotonic"
+            );
+            assert_eq!(
+                ps.last().map(|p| (p.done, p.total)),
+                Some((size, size)),
+                "{phase:?}"
+            );
         }
         // boto3, independently: the object equals the file, no upload is left open.
         let back = dir.path().join("back");
@@ -152,11 +182,24 @@ fn multipart_is_verified_and_any_failure_aborts_it() {
             write_test_file(&f, len, 3);
             let k = format!("coffer/h1/app/{name}.tar.zst");
             let e = store
-                .put_file(&k, &f, &"0".repeat(64), &mut no_progress(), &CancellationToken::new())
+                .put_file(
+                    &k,
+                    &f,
+                    &"0".repeat(64),
+                    &mut no_progress(),
+                    &CancellationToken::new(),
+                )
                 .await
                 .unwrap_err();
-            assert!(e.to_string().contains("does not match its recorded sha256"), "{e}");
-            assert_eq!(store.head(&k).await.unwrap(), None, "{name}: nothing may be stored");
+            assert!(
+                e.to_string().contains("does not match its recorded sha256"),
+                "{e}"
+            );
+            assert_eq!(
+                store.head(&k).await.unwrap(),
+                None,
+                "{name}: nothing may be stored"
+            );
         }
         let e = store
             .put_file(
@@ -179,9 +222,19 @@ fn multipart_is_verified_and_any_failure_aborts_it() {
             }
         };
         let key = "coffer/h1/app/cancelled.tar.zst";
-        let e = store.put_file(key, &src, &sha, &mut on_progress, &cancel).await.unwrap_err();
+        let e = store
+            .put_file(key, &src, &sha, &mut on_progress, &cancel)
+            .await
+            .unwrap_err();
         assert_eq!(e.kind(), S3ErrorKind::Cancelled, "{e}");
-        assert!(store.list_incomplete_uploads("coffer/h1/").await.unwrap().is_empty(), "cancel must abort");
+        assert!(
+            store
+                .list_incomplete_uploads("coffer/h1/")
+                .await
+                .unwrap()
+                .is_empty(),
+            "cancel must abort"
+        );
         assert_eq!(store.head(key).await.unwrap(), None);
 
         // The future dropped mid-way (a task aborted at shutdown): the guard aborts.
@@ -189,7 +242,13 @@ fn multipart_is_verified_and_any_failure_aborts_it() {
         let d2 = done.clone();
         let mut on_progress = move |p: Progress| d2.store(p.done, Ordering::SeqCst);
         let never = CancellationToken::new();
-        let mut fut = Box::pin(store.put_file("coffer/h1/app/dropped.tar.zst", &src, &sha, &mut on_progress, &never));
+        let mut fut = Box::pin(store.put_file(
+            "coffer/h1/app/dropped.tar.zst",
+            &src,
+            &sha,
+            &mut on_progress,
+            &never,
+        ));
         loop {
             tokio::select! {
                 r = &mut fut => panic!("finished before being dropped: {r:?}"),
@@ -213,7 +272,15 @@ fn multipart_is_verified_and_any_failure_aborts_it() {
         let bad = "coffer/h1/app/bad.tar.zst";
         s3.client().put_object(bucket, bad, b"not the archive").unwrap();
         let e = store
-            .verify_upload(bad, 15, &"1".repeat(64), None, 0, &mut no_progress(), &CancellationToken::new())
+            .verify_upload(
+                bad,
+                15,
+                &"1".repeat(64),
+                None,
+                0,
+                &mut no_progress(),
+                &CancellationToken::new(),
+            )
             .await
             .unwrap_err();
         assert!(matches!(e, S3Error::RemoteMismatch { removed: true, .. }), "{e}");
@@ -250,7 +317,8 @@ fn server_killed_mid_upload_then_sweep_leaves_no_orphans() {
     let e = rt.block_on(upload).unwrap().unwrap_err();
     assert!(e.is_transient(), "{e}");
     assert!(
-        e.to_string().starts_with("cannot reach the store 'offsite' at http://127.0.0.1:")
+        e.to_string()
+            .starts_with("cannot reach the store 'offsite' at http://127.0.0.1:")
             || e.to_string().starts_with("the store 'offsite' failed to upload"),
         "{e}"
     );
@@ -258,7 +326,11 @@ fn server_killed_mid_upload_then_sweep_leaves_no_orphans() {
     let store = super::testutil::store(&s3, bucket, "coffer/h1");
     rt.block_on(async {
         let before = store.list_incomplete_uploads("coffer/h1/").await.unwrap();
-        assert_eq!(before.len(), 1, "the killed upload is left over (its abort could not reach the server)");
+        assert_eq!(
+            before.len(),
+            1,
+            "the killed upload is left over (its abort could not reach the server)"
+        );
         assert_eq!(before[0].key, key);
         assert_eq!(store.head(key).await.unwrap(), None);
         // Trying again first drops the earlier attempt's parts, then succeeds.
@@ -267,23 +339,58 @@ fn server_killed_mid_upload_then_sweep_leaves_no_orphans() {
             .await
             .unwrap();
         assert_eq!(out.sha256, sha);
-        assert!(store.list_incomplete_uploads("coffer/h1/").await.unwrap().is_empty(), "orphans remain");
+        assert!(
+            store
+                .list_incomplete_uploads("coffer/h1/")
+                .await
+                .unwrap()
+                .is_empty(),
+            "orphans remain"
+        );
     });
     // The start-up sweep: uploads a killed daemon left behind (made here with boto3).
     let c = s3.client();
-    for k in ["coffer/h1/app/o1.tar.zst", "coffer/h1/db/o2.tar.zst", "coffer/h2/app/other-host.tar.zst"] {
+    for k in [
+        "coffer/h1/app/o1.tar.zst",
+        "coffer/h1/db/o2.tar.zst",
+        "coffer/h2/app/other-host.tar.zst",
+    ] {
         c.start_multipart_upload(bucket, k, 1, 5 << 20).unwrap();
     }
     std::thread::sleep(Duration::from_millis(1100)); // Initiated has one-second resolution
-    let backend = S3Backend::new(config(&s3, bucket, "coffer/h1"), "coffer/{host}", rt.handle().clone()).unwrap();
+    let backend = S3Backend::new(
+        config(&s3, bucket, "coffer/h1"),
+        "coffer/{host}",
+        rt.handle().clone(),
+    )
+    .unwrap();
     assert_eq!(backend.incomplete_uploads().unwrap().len(), 2);
     assert_eq!(backend.abort_incomplete_uploads(Utc::now()).unwrap(), 2);
     assert!(backend.incomplete_uploads().unwrap().is_empty());
-    let left: Vec<String> = c.list_multipart_uploads(bucket).unwrap().into_iter().map(|u| u.key).collect();
-    assert_eq!(left, ["coffer/h2/app/other-host.tar.zst"], "other hosts' uploads are not touched");
+    let left: Vec<String> = c
+        .list_multipart_uploads(bucket)
+        .unwrap()
+        .into_iter()
+        .map(|u| u.key)
+        .collect();
+    assert_eq!(
+        left,
+        ["coffer/h2/app/other-host.tar.zst"],
+        "other hosts' uploads are not touched"
+    );
     // Uploads started after the cut-off are left alone (another process may be writing).
-    let other = S3Backend::new(config(&s3, bucket, "coffer/h2"), "coffer/{host}", rt.handle().clone()).unwrap();
-    assert_eq!(other.abort_incomplete_uploads(Utc::now() - chrono::Duration::minutes(10)).unwrap(), 0);
+    let other = S3Backend::new(
+        config(&s3, bucket, "coffer/h2"),
+        "coffer/{host}",
+        rt.handle().clone(),
+    )
+    .unwrap();
+    assert_eq!(
+        other
+            .abort_incomplete_uploads(Utc::now() - chrono::Duration::minutes(10))
+            .unwrap(),
+        0
+    );
 }
 
 #[test]
@@ -424,11 +531,20 @@ fn transient_503s_are_retried() {
         let store = S3Store::new(test_config(&endpoint, s3.bucket(), "coffer/h1", &access, &secret)).unwrap();
         store.check().await.unwrap();
         let out = store
-            .put_file("coffer/h1/app/r.tar.zst", &src, &sha, &mut no_progress(), &CancellationToken::new())
+            .put_file(
+                "coffer/h1/app/r.tar.zst",
+                &src,
+                &sha,
+                &mut no_progress(),
+                &CancellationToken::new(),
+            )
             .await
             .unwrap();
         assert_eq!(out.sha256, sha);
-        assert!(proxy.refused.load(Ordering::SeqCst) >= 1, "the proxy refused nothing");
+        assert!(
+            proxy.refused.load(Ordering::SeqCst) >= 1,
+            "the proxy refused nothing"
+        );
 
         // A store that always answers 503: a transient error, after the retries.
         let always = FlakyProxy::start(s3.port(), 1).await;
