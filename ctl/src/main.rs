@@ -360,30 +360,32 @@ async fn dispatch(c: &mut Client, command: Command, json: bool) -> Result<()> {
             .await?;
             output::drilled(&drilled, json);
         }
-        Command::Verify { id, deep, store } => {
-            let what = match &store {
-                Some(s) => format!("verifying {id} in {s}"),
-                None => format!("verifying {id}"),
-            };
-            let stream = c
-                .verify_backup(proto::VerifyBackupRequest {
-                    id: id.clone(),
-                    deep,
-                    store: store.unwrap_or_default(),
-                })
-                .await?
-                .into_inner();
-            let verified = follow(stream, &what, |e| match e {
-                Event::Verify(v) => Some(v),
-                _ => None,
-            })
-            .await?;
-            output::verified(&verified, json);
-        }
+        Command::Verify { id, deep, store } => verify(c, id, deep, store, json).await?,
         Command::Stores => offsite::stores(c, json).await?,
         Command::Copy { id, store } => offsite::copy(c, id, store, json).await?,
         Command::Fetch { id, store } => offsite::fetch(c, id, store, json).await?,
     }
+    Ok(())
+}
+
+/// `verify ID [--deep] [--store S]`: the local archive, or the copy in a store.
+async fn verify(c: &mut Client, id: String, deep: bool, store: Option<String>, json: bool) -> Result<()> {
+    let what = match &store {
+        Some(s) => format!("verifying {id} in {s}"),
+        None => format!("verifying {id}"),
+    };
+    let request = proto::VerifyBackupRequest {
+        id,
+        deep,
+        store: store.unwrap_or_default(),
+    };
+    let stream = c.verify_backup(request).await?.into_inner();
+    let verified = follow(stream, &what, |e| match e {
+        Event::Verify(v) => Some(v),
+        _ => None,
+    })
+    .await?;
+    output::verified(&verified, json);
     Ok(())
 }
 

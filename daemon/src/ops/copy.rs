@@ -3,7 +3,7 @@
 //!
 //! A committed backup is queued for each store of its job ([`enqueue`]; the queue is
 //! the catalog's `locations` rows in state pending/failed, so it survives restarts).
-//! The copier (`crate::copier`) takes due rows one at a time and runs [`copy`]:
+//! The copier (cofferd's background task) takes due rows one at a time and runs [`copy`]:
 //!
 //! 1. the local sidecar is read and checked against the catalog;
 //! 2. if the store already holds the archive at the right size (the daemon died after

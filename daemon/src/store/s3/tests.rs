@@ -101,9 +101,15 @@ fn objects_round_trip_list_page_group_and_delete() {
         assert_eq!(store.list_children("coffer/h1/").await.unwrap(), ["app", "media"]);
     });
 
-    // The blocking backend and the Store trait over the same bucket, from this thread.
+    backend_and_store_trait(&s3, &rt);
+}
+
+/// The blocking backend and the Store trait over what the test above left in the
+/// bucket, called from the test's thread as cofferd's ops call it.
+fn backend_and_store_trait(s3: &S3Server, rt: &tokio::runtime::Runtime) {
+    let bucket = s3.bucket();
     let backend = S3Backend::new(
-        config(&s3, bucket, "coffer/h2"),
+        config(s3, bucket, "coffer/h2"),
         "coffer/{host}",
         rt.handle().clone(),
     )
@@ -176,97 +182,8 @@ fn multipart_is_verified_and_any_failure_aborts_it() {
         assert_eq!(std::fs::read(&back).unwrap(), std::fs::read(&src).unwrap());
         assert!(s3.client().list_multipart_uploads(bucket).unwrap().is_empty());
 
-        // A file that does not match the sha256 it should have: nothing is stored.
-        for (name, len) in [("small", 1u64 << 20), ("big", 20u64 << 20)] {
-            let f = dir.path().join(name);
-            write_test_file(&f, len, 3);
-            let k = format!("coffer/h1/app/{name}.tar.zst");
-            let e = store
-                .put_file(
-                    &k,
-                    &f,
-                    &"0".repeat(64),
-                    &mut no_progress(),
-                    &CancellationToken::new(),
-                )
-                .await
-                .unwrap_err();
-            assert!(
-                e.to_string().contains("does not match its recorded sha256"),
-                "{e}"
-            );
-            assert_eq!(
-                store.head(&k).await.unwrap(),
-                None,
-                "{name}: nothing may be stored"
-            );
-        }
-        let e = store
-            .put_file(
-                "coffer/h1/app/x.tar.zst",
-                &dir.path().join("missing"),
-                &"0".repeat(64),
-                &mut no_progress(),
-                &CancellationToken::new(),
-            )
-            .await
-            .unwrap_err();
-        assert!(e.to_string().starts_with("cannot read "), "{e}");
-
-        // Cancelled after the first part: aborted.
-        let cancel = CancellationToken::new();
-        let c2 = cancel.clone();
-        let mut on_progress = move |p: Progress| {
-            if p.done > 0 {
-                c2.cancel();
-            }
-        };
-        let key = "coffer/h1/app/cancelled.tar.zst";
-        let e = store
-            .put_file(key, &src, &sha, &mut on_progress, &cancel)
-            .await
-            .unwrap_err();
-        assert_eq!(e.kind(), S3ErrorKind::Cancelled, "{e}");
-        assert!(
-            store
-                .list_incomplete_uploads("coffer/h1/")
-                .await
-                .unwrap()
-                .is_empty(),
-            "cancel must abort"
-        );
-        assert_eq!(store.head(key).await.unwrap(), None);
-
-        // The future dropped mid-way (a task aborted at shutdown): the guard aborts.
-        let done = Arc::new(AtomicU64::new(0));
-        let d2 = done.clone();
-        let mut on_progress = move |p: Progress| d2.store(p.done, Ordering::SeqCst);
-        let never = CancellationToken::new();
-        let mut fut = Box::pin(store.put_file(
-            "coffer/h1/app/dropped.tar.zst",
-            &src,
-            &sha,
-            &mut on_progress,
-            &never,
-        ));
-        loop {
-            tokio::select! {
-                r = &mut fut => panic!("finished before being dropped: {r:?}"),
-                _ = tokio::time::sleep(Duration::from_millis(5)) => {
-                    if done.load(Ordering::SeqCst) > 0 { break; }
-                }
-            }
-        }
-        drop(fut);
-        let mut left = usize::MAX;
-        for _ in 0..100 {
-            left = store.list_incomplete_uploads("coffer/h1/").await.unwrap().len();
-            if left == 0 {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        assert_eq!(left, 0, "dropping the upload must abort it");
+        mismatches_store_nothing(&store, dir.path()).await;
+        cancel_and_drop_abort(&store, &src, &sha).await;
 
         // A stored object that does not match: detected on read-back and removed.
         let bad = "coffer/h1/app/bad.tar.zst";
@@ -287,6 +204,105 @@ fn multipart_is_verified_and_any_failure_aborts_it() {
         assert_eq!(e.kind(), S3ErrorKind::DataLoss);
         assert_eq!(store.head(bad).await.unwrap(), None, "the bad copy is gone");
     });
+}
+
+/// A file that does not match the sha256 it should have, or is missing: nothing is
+/// stored.
+async fn mismatches_store_nothing(store: &S3Store, dir: &std::path::Path) {
+    // A file that does not match the sha256 it should have: nothing is stored.
+    for (name, len) in [("small", 1u64 << 20), ("big", 20u64 << 20)] {
+        let f = dir.join(name);
+        write_test_file(&f, len, 3);
+        let k = format!("coffer/h1/app/{name}.tar.zst");
+        let e = store
+            .put_file(
+                &k,
+                &f,
+                &"0".repeat(64),
+                &mut no_progress(),
+                &CancellationToken::new(),
+            )
+            .await
+            .unwrap_err();
+        assert!(
+            e.to_string().contains("does not match its recorded sha256"),
+            "{e}"
+        );
+        assert_eq!(
+            store.head(&k).await.unwrap(),
+            None,
+            "{name}: nothing may be stored"
+        );
+    }
+    let e = store
+        .put_file(
+            "coffer/h1/app/x.tar.zst",
+            &dir.join("missing"),
+            &"0".repeat(64),
+            &mut no_progress(),
+            &CancellationToken::new(),
+        )
+        .await
+        .unwrap_err();
+    assert!(e.to_string().starts_with("cannot read "), "{e}");
+}
+
+/// A cancelled upload, and a dropped one, are aborted: no parts are left.
+async fn cancel_and_drop_abort(store: &S3Store, src: &std::path::Path, sha: &str) {
+    // Cancelled after the first part: aborted.
+    let cancel = CancellationToken::new();
+    let c2 = cancel.clone();
+    let mut on_progress = move |p: Progress| {
+        if p.done > 0 {
+            c2.cancel();
+        }
+    };
+    let key = "coffer/h1/app/cancelled.tar.zst";
+    let e = store
+        .put_file(key, src, sha, &mut on_progress, &cancel)
+        .await
+        .unwrap_err();
+    assert_eq!(e.kind(), S3ErrorKind::Cancelled, "{e}");
+    assert!(
+        store
+            .list_incomplete_uploads("coffer/h1/")
+            .await
+            .unwrap()
+            .is_empty(),
+        "cancel must abort"
+    );
+    assert_eq!(store.head(key).await.unwrap(), None);
+
+    // The future dropped mid-way (a task aborted at shutdown): the guard aborts.
+    let done = Arc::new(AtomicU64::new(0));
+    let d2 = done.clone();
+    let mut on_progress = move |p: Progress| d2.store(p.done, Ordering::SeqCst);
+    let never = CancellationToken::new();
+    let mut fut = Box::pin(store.put_file(
+        "coffer/h1/app/dropped.tar.zst",
+        src,
+        sha,
+        &mut on_progress,
+        &never,
+    ));
+    loop {
+        tokio::select! {
+            r = &mut fut => panic!("finished before being dropped: {r:?}"),
+            _ = tokio::time::sleep(Duration::from_millis(5)) => {
+                if done.load(Ordering::SeqCst) > 0 { break; }
+            }
+        }
+    }
+    drop(fut);
+    let mut left = usize::MAX;
+    for _ in 0..100 {
+        left = store.list_incomplete_uploads("coffer/h1/").await.unwrap().len();
+        if left == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(left, 0, "dropping the upload must abort it");
 }
 
 #[test]
@@ -348,7 +364,13 @@ fn server_killed_mid_upload_then_sweep_leaves_no_orphans() {
             "orphans remain"
         );
     });
-    // The start-up sweep: uploads a killed daemon left behind (made here with boto3).
+    startup_sweep(&s3, &rt);
+}
+
+/// The start-up sweep: uploads a killed daemon left behind (made here with boto3) are
+/// aborted; other hosts' uploads and recent ones are not.
+fn startup_sweep(s3: &S3Server, rt: &tokio::runtime::Runtime) {
+    let bucket = s3.bucket();
     let c = s3.client();
     for k in [
         "coffer/h1/app/o1.tar.zst",
@@ -359,7 +381,7 @@ fn server_killed_mid_upload_then_sweep_leaves_no_orphans() {
     }
     std::thread::sleep(Duration::from_millis(1100)); // Initiated has one-second resolution
     let backend = S3Backend::new(
-        config(&s3, bucket, "coffer/h1"),
+        config(s3, bucket, "coffer/h1"),
         "coffer/{host}",
         rt.handle().clone(),
     )
@@ -380,7 +402,7 @@ fn server_killed_mid_upload_then_sweep_leaves_no_orphans() {
     );
     // Uploads started after the cut-off are left alone (another process may be writing).
     let other = S3Backend::new(
-        config(&s3, bucket, "coffer/h2"),
+        config(s3, bucket, "coffer/h2"),
         "coffer/{host}",
         rt.handle().clone(),
     )
