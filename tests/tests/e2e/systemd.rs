@@ -1,5 +1,6 @@
 //! The shipped systemd units: `systemd/check.sh` runs `systemd-analyze verify` on
-//! `cofferd.service` + `cofferd.socket` (and with the example drop-in) and
+//! `cofferd.service` + `cofferd.socket` (and with the example drop-ins: app paths,
+//! and the network for offsite stores) and
 //! `systemd-analyze security --offline=true`, failing above an exposure of 2.5. The
 //! script installs systemd's tools with apt when they are missing, and says SKIP when
 //! it cannot; this test then skips with that reason.
@@ -36,5 +37,11 @@ fn units_verify_and_exposure_is_at_most_2_5() {
         .next()
         .unwrap_or_else(|| panic!("no exposure score in:\n{stdout}"));
     assert!(score <= 2.5, "exposure {score} > 2.5");
+    assert!(
+        stdout
+            .lines()
+            .any(|l| l.starts_with("PASS: exposure ") && l.ends_with("and offsite.conf drop-ins)")),
+        "the offsite drop-in is not scored:\n{stdout}"
+    );
     eprintln!("systemd-analyze security exposure: {score}");
 }
