@@ -460,6 +460,16 @@ mod tests {
     }
 
     #[test]
+    fn the_example_config_has_a_store() {
+        let text = include_str!("../../../examples/cofferd.toml");
+        let c = parse(text).unwrap();
+        let store = c.store("offsite").unwrap();
+        assert_eq!(store.bucket, "example-backups");
+        assert_eq!(c.jobs[0].offsite_stores(), ["offsite"]);
+        assert_eq!(c.jobs[0].offsite.as_ref().unwrap().retention.keep_monthly, 24);
+    }
+
+    #[test]
     fn host_names() {
         for good in ["web1", "db-2.example.org", "A_b"] {
             assert!(is_valid_host_name(good), "{good}");

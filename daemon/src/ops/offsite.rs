@@ -386,3 +386,103 @@ fn check_remote(ctx: &Ctx, remote: &Remote, deep: bool, progress: Progress<'_>) 
         deep,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::catalog::CopiedFacts;
+    use crate::ops::testing::TestCtx;
+    use crate::ops::{backup, copy};
+    use crate::source::sqlite::test_db::make_db;
+
+    const STORE: &str = "[[store]]\nname = \"s3\"\nendpoint = \"http://127.0.0.1:1\"\nbucket = \"bbb\"\n";
+
+    #[test]
+    fn lag_is_how_long_the_store_has_been_behind_and_warns_past_stale_after() {
+        let src = tempfile::tempdir().unwrap();
+        let db = src.path().join("app.db");
+        make_db(&db, false);
+        let extra = "verify-after-backup = false\n[job.retention]\nkeep-last = 1\n\
+                     [job.offsite]\nstores = [\"s3\"]\nstale-after = \"1h\"\n";
+        let t = TestCtx::with_stores(&db, &[], extra, STORE, None);
+        let ctx = t.ctx();
+        let job = ctx.job("app").unwrap();
+        let mut taken = Vec::new();
+        for _ in 0..3 {
+            // (take, not the engine's run: no retention in between)
+            let record = backup::take(&ctx, job, "", false, &mut |_| {}).unwrap();
+            copy::enqueue(&ctx, job, &record).unwrap();
+            taken.push(record);
+        }
+        let oldest = taken[0].created_at;
+        // Nothing copied yet: behind since the oldest backup.
+        assert_eq!(lag(&ctx, "app", "s3", oldest + 100).unwrap(), 100);
+        let copied = |r: &crate::catalog::BackupRecord| {
+            let facts = CopiedFacts {
+                copied_at: r.created_at,
+                ..Default::default()
+            };
+            ctx.catalog
+                .set_copied(&r.id, "app", "s3", r.created_at, false, &facts)
+                .unwrap();
+        };
+        // The first copied: behind since the second (same second here, so 100 again).
+        copied(&taken[0]);
+        assert_eq!(lag(&ctx, "app", "s3", taken[1].created_at + 100).unwrap(), 100);
+        assert!(
+            warnings(&ctx, "app", taken[1].created_at + 100)
+                .unwrap()
+                .is_empty()
+        );
+        ctx.catalog
+            .set_copy_failed(&taken[2].id, "s3", "cannot reach the store 's3'", 0)
+            .unwrap();
+        let w = warnings(&ctx, "app", taken[1].created_at + 7200).unwrap();
+        assert_eq!(w.len(), 1, "{w:?}");
+        assert!(
+            w[0].starts_with("job 'app': the newest backup is not in the store 's3' after 2h"),
+            "{w:?}"
+        );
+        assert!(w[0].ends_with(": cannot reach the store 's3'"), "{w:?}");
+        // The newest copied: up to date, whatever came before.
+        copied(&taken[2]);
+        assert_eq!(lag(&ctx, "app", "s3", taken[2].created_at + 9999).unwrap(), 0);
+        assert!(
+            warnings(&ctx, "app", taken[2].created_at + 9999)
+                .unwrap()
+                .is_empty()
+        );
+        // Local retention (keep-last 1) keeps what is still to be copied.
+        let pruned = crate::ops::prune::prune(&ctx, "test", Some("app"), true).unwrap();
+        let verdict = |r: &crate::catalog::BackupRecord| {
+            let p = pruned.iter().find(|p| p.decision.id == r.id).unwrap();
+            (p.decision.keep, p.decision.reasons.clone())
+        };
+        assert_eq!(verdict(&taken[0]), (false, vec![]));
+        assert_eq!(verdict(&taken[1]), (true, vec!["not yet offsite".to_owned()]));
+        assert!(verdict(&taken[2]).0);
+    }
+
+    #[test]
+    fn a_store_without_credentials_is_unusable_with_a_sentence() {
+        let src = tempfile::tempdir().unwrap();
+        let db = src.path().join("app.db");
+        make_db(&db, false);
+        let store = format!("{STORE}credentials-file = \"/nonexistent/creds\"\n");
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap();
+        let t = TestCtx::with_stores(&db, &[], "", &store, Some(rt.handle().clone()));
+        let ctx = t.ctx();
+        let e = list_store(&ctx, "s3", None, false).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "cannot read the credentials file /nonexistent/creds"
+        );
+        assert_eq!(e.kind(), crate::error::ErrorKind::Precondition);
+        let e = list_store(&ctx, "nope", None, false).unwrap_err();
+        assert_eq!(e.to_string(), "there is no store named 'nope'");
+    }
+}
