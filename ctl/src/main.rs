@@ -348,23 +348,27 @@ async fn dispatch(c: &mut Client, command: Command, json: bool) -> Result<()> {
                 .into_inner();
             output::audit(&audit.entries, json);
         }
-        Command::Drill { job } => {
-            let stream = c
-                .run_drill(proto::RunDrillRequest { job: job.clone() })
-                .await?
-                .into_inner();
-            let drilled = follow(stream, &format!("drilling {job}"), |e| match e {
-                Event::Drill(d) => Some(d),
-                _ => None,
-            })
-            .await?;
-            output::drilled(&drilled, json);
-        }
+        Command::Drill { job } => drill(c, job, json).await?,
         Command::Verify { id, deep, store } => verify(c, id, deep, store, json).await?,
         Command::Stores => offsite::stores(c, json).await?,
         Command::Copy { id, store } => offsite::copy(c, id, store, json).await?,
         Command::Fetch { id, store } => offsite::fetch(c, id, store, json).await?,
     }
+    Ok(())
+}
+
+/// `drill JOB`: a restore drill now.
+async fn drill(c: &mut Client, job: String, json: bool) -> Result<()> {
+    let stream = c
+        .run_drill(proto::RunDrillRequest { job: job.clone() })
+        .await?
+        .into_inner();
+    let drilled = follow(stream, &format!("drilling {job}"), |e| match e {
+        Event::Drill(d) => Some(d),
+        _ => None,
+    })
+    .await?;
+    output::drilled(&drilled, json);
     Ok(())
 }
 

@@ -440,7 +440,7 @@ mod tests {
         let w = warnings(&ctx, "app", taken[1].created_at + 7200).unwrap();
         assert_eq!(w.len(), 1, "{w:?}");
         assert!(
-            w[0].starts_with("job 'app': the newest backup is not in the store 's3' after 2h"),
+            w[0].starts_with("the newest backup is not in the store 's3' after 2h"),
             "{w:?}"
         );
         assert!(w[0].ends_with(": cannot reach the store 's3'"), "{w:?}");

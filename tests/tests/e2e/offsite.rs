@@ -184,7 +184,7 @@ fn copy_after_backup_puts_byte_equal_objects_and_reports_them() {
         "{shown}"
     );
     let in_store = d.ctl_json(&["list", "--store", "s3"]);
-    assert_eq!(ids(&in_store), [id.clone()]);
+    assert_eq!(ids(&in_store), std::slice::from_ref(&id));
     assert_eq!(in_store[0]["host"], "web1");
     assert_eq!(in_store[0]["local"], true);
     assert_eq!(in_store[0]["size"], copied["size"]);
@@ -336,7 +336,10 @@ fn kill9_mid_copy_then_the_restart_completes_it() {
         c.list_multipart_uploads(s3.bucket()).unwrap().is_empty(),
         "the killed upload is left behind"
     );
-    assert_eq!(ids(&d.ctl_json(&["list", "--store", "s3"])), [id.clone()]);
+    assert_eq!(
+        ids(&d.ctl_json(&["list", "--store", "s3"])),
+        std::slice::from_ref(&id)
+    );
     let archive_key = format!("coffer/web1/app/{id}.tar.zst");
     let back = app.dir.path().join("back.tar.zst");
     c.get_object_to_file(s3.bucket(), &archive_key, &back).unwrap();
@@ -375,7 +378,7 @@ fn disaster_recovery_from_the_store_restores_the_app_in_place() {
     let d = Daemon::start("host-name = \"lost\"", &jobs);
     assert!(d.list(None).is_empty());
     let in_store = d.ctl_json(&["list", "--store", "s3"]);
-    assert_eq!(ids(&in_store), [id.clone()]);
+    assert_eq!(ids(&in_store), std::slice::from_ref(&id));
     assert_eq!(
         (in_store[0]["host"].as_str(), in_store[0]["local"].as_bool()),
         (Some("lost"), Some(false))
