@@ -87,7 +87,7 @@ pub struct Engine {
 }
 
 /// The backup a restore starts from: catalogued here, or only in a store.
-enum Source {
+enum RestoreFrom {
     Local(Box<BackupRecord>),
     Remote(Remote),
 }
@@ -417,20 +417,20 @@ impl Engine {
     ) -> Result<Restored, Error> {
         let source = self
             .blocking(move |ctx| match ctx.resolve(&id_text) {
-                Ok(record) => Ok(Source::Local(Box::new(record))),
+                Ok(record) => Ok(RestoreFrom::Local(Box::new(record))),
                 Err(e @ (Error::NoSuchBackup(_) | Error::NoBackups(_) | Error::NoBackupsAtAll))
                     if !ctx.offsite.is_empty() =>
                 {
                     ops::fetch::locate(ctx, &id_text, None)
-                        .map(Source::Remote)
+                        .map(RestoreFrom::Remote)
                         .map_err(|_| e)
                 }
                 Err(e) => Err(e),
             })
             .await?;
         let job = match &source {
-            Source::Local(r) => r.job.clone(),
-            Source::Remote(r) => r.job.clone(),
+            RestoreFrom::Local(r) => r.job.clone(),
+            RestoreFrom::Remote(r) => r.job.clone(),
         };
         let claim = match to {
             Some(_) => None,
@@ -441,8 +441,8 @@ impl Engine {
             let _guard = guard;
             engine.with_ctx(cancel, |ctx| {
                 let record = match source {
-                    Source::Local(record) => *record,
-                    Source::Remote(remote) => engine.record(
+                    RestoreFrom::Local(record) => *record,
+                    RestoreFrom::Remote(remote) => engine.record(
                         RunKind::Fetch,
                         &remote.job,
                         true,
