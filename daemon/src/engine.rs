@@ -84,6 +84,8 @@ pub struct Engine {
     pub changed: tokio::sync::Notify,
     /// Woken when a copy is queued (or the config changed), so the copier looks.
     pub copies: tokio::sync::Notify,
+    /// Cancelled when cofferd shuts down (the server's shutdown token).
+    shutdown: CancellationToken,
 }
 
 /// The backup a restore starts from: catalogued here, or only in a store.
@@ -97,9 +99,11 @@ impl Engine {
     /// Offsite stores run their requests on the current tokio runtime (none outside one).
     pub fn new(config: Config, catalog: Catalog) -> Engine {
         let rt = tokio::runtime::Handle::try_current().ok();
+        let shutdown = CancellationToken::new();
         Engine {
             store: LocalStore::new(&config.daemon.backup_dir, &config.daemon.state_dir),
-            offsite: RwLock::new(Arc::new(Offsite::new(&config.stores, rt))),
+            offsite: RwLock::new(Arc::new(Offsite::new(&config.stores, rt, &shutdown))),
+            shutdown,
             slots: Arc::new(Semaphore::new(config.daemon.max_concurrent_runs)),
             transfers: Arc::new(Semaphore::new(1)),
             host: Host::named(&config.daemon.host_name),
@@ -121,10 +125,15 @@ impl Engine {
     /// stores are rebuilt (credentials read again), keeping what was last seen of each.
     pub fn set_config(&self, config: Config) {
         let rt = tokio::runtime::Handle::try_current().ok();
-        let offsite = Offsite::new(&config.stores, rt).carry_health(&self.offsite());
+        let offsite = Offsite::new(&config.stores, rt, &self.shutdown).carry_health(&self.offsite());
         *self.offsite.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(offsite);
         *self.config.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(config);
         self.copies.notify_one();
+    }
+
+    /// The token that is cancelled when cofferd shuts down (the server cancels it).
+    pub fn shutdown_token(&self) -> CancellationToken {
+        self.shutdown.clone()
     }
 
     /// The offsite stores in force.

@@ -222,7 +222,8 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let engine = Arc::new(Engine::new(config.clone(), catalog));
     let access = Arc::new(RwLock::new(Access::new(&daemon)));
     let (listener, inherited) = listener(&config)?;
-    let shutdown = CancellationToken::new();
+    // The engine's token: offsite requests in flight end when it is cancelled.
+    let shutdown = engine.shutdown_token();
     let tasks = TaskTracker::new();
     let (reporter, health_service) = health(&engine, &access, &tasks, &shutdown).await;
     let scheduler = shutdown.child_token();

@@ -246,7 +246,7 @@ pub(crate) mod testing {
             let store = LocalStore::new(&backups, &state);
             TestCtx {
                 _dir: dir,
-                offsite: Offsite::new(&config.stores, rt),
+                offsite: Offsite::new(&config.stores, rt, &CancellationToken::new()),
                 config,
                 catalog,
                 store,

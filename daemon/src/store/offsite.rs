@@ -12,6 +12,7 @@ use std::sync::{Arc, Mutex};
 
 use chrono::Utc;
 use tokio::runtime::Handle;
+use tokio_util::sync::CancellationToken;
 
 use super::StoreError;
 use super::s3::{Credentials, LockMode, ObjectLock, S3Backend, S3Config, Tuning, config::default_path_style};
@@ -67,12 +68,13 @@ pub struct Offsite {
 
 impl Offsite {
     /// Builds the stores of `configs`; their requests will run on `rt` (cofferd's
-    /// runtime). Without a runtime (some unit tests) every store is unusable.
-    pub fn new(configs: &[StoreConfig], rt: Option<Handle>) -> Offsite {
+    /// runtime) and end early when `stop` is cancelled (shutdown). Without a runtime
+    /// (some unit tests) every store is unusable.
+    pub fn new(configs: &[StoreConfig], rt: Option<Handle>, stop: &CancellationToken) -> Offsite {
         let slots = configs
             .iter()
             .map(|config| Slot {
-                backend: build(config, rt.clone()),
+                backend: build(config, rt.clone(), stop.clone()),
                 config: config.clone(),
                 health: Arc::default(),
             })
@@ -106,7 +108,7 @@ impl Offsite {
 }
 
 /// The client of one store, or the sentence why there is none.
-fn build(config: &StoreConfig, rt: Option<Handle>) -> Result<S3Backend, String> {
+fn build(config: &StoreConfig, rt: Option<Handle>, stop: CancellationToken) -> Result<S3Backend, String> {
     let rt = rt.ok_or_else(|| format!("the store '{}' cannot be used without a runtime", config.name))?;
     let credentials = Credentials::load(config.credentials_file.as_deref(), &config.name, "default")
         .map_err(|e| e.to_string())?;
@@ -131,5 +133,5 @@ fn build(config: &StoreConfig, rt: Option<Handle>) -> Result<S3Backend, String> 
         }),
         tuning,
     };
-    S3Backend::new(cfg, &config.prefix_template, rt).map_err(|e| e.to_string())
+    S3Backend::new(cfg, &config.prefix_template, rt, stop).map_err(|e| e.to_string())
 }

@@ -751,3 +751,50 @@ fn store_errors_are_one_sentence_and_never_block_a_backup() {
     let refs: Vec<&Output> = outputs.iter().collect();
     assert_no_secrets(&d, &s3, &refs);
 }
+
+#[test]
+fn a_store_that_never_answers_holds_up_neither_backups_nor_shutdown() {
+    let app = App::new(true);
+    // No S3 server is needed: nothing ever answers.
+    let creds = app.dir.path().join("offsite.credentials");
+    fs::write(
+        &creds,
+        "[default]\naws_access_key_id = AKIDTARPIT\naws_secret_access_key = s\n",
+    )
+    .unwrap();
+    // Accepts connections and never answers (a firewall that drops, a hung proxy).
+    let tarpit = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = tarpit.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for stream in tarpit.incoming().flatten() {
+            held.push(stream);
+        }
+    });
+    let store = format!(
+        "[[store]]\nname = \"s3\"\nendpoint = \"http://127.0.0.1:{port}\"\nbucket = \"tarpit\"\ncredentials-file = {}\n",
+        toml_str(&creds.display().to_string())
+    );
+    let mut d = Daemon::start(
+        "host-name = \"h\"",
+        &format!("{store}{}", app.job("app", &offsite(&["s3"]))),
+    );
+    let started = std::time::Instant::now();
+    let id = backup_id(&d, "app");
+    assert!(
+        started.elapsed() < Duration::from_secs(30),
+        "the backup waited for the store"
+    );
+    let shown = d.ctl_json(&["show", &id]);
+    assert_eq!(location(&shown, "s3").unwrap()["state"], "pending", "{shown}");
+    // The copier is stuck in a request that will not end for minutes; SIGTERM still
+    // stops cofferd promptly (shutdown-grace is 5 s here), and cleanly.
+    let stopping = std::time::Instant::now();
+    let status = d.stop();
+    assert!(status.success(), "cofferd exited {status}; log:\n{}", d.log());
+    assert!(
+        stopping.elapsed() < Duration::from_secs(15),
+        "shutdown took {:?}",
+        stopping.elapsed()
+    );
+}

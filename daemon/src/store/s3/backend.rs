@@ -29,6 +29,9 @@ use super::raw::IncompleteUpload;
 use crate::manifest::{Sidecar, sidecar};
 use crate::store::{Listed, Store, StoreError};
 
+/// How long a request may still take once cofferd shuts down.
+const STOP_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// The largest sidecar read from a store (a manifest of a few hundred thousand entries).
 pub const SIDECAR_LIMIT: u64 = 256 << 20;
 
@@ -44,26 +47,50 @@ pub struct FleetBackup {
 pub struct S3Backend {
     client: S3Store,
     rt: Handle,
+    /// Cancelled when cofferd shuts down: no request keeps it waiting.
+    stop: CancellationToken,
     endpoint: String,
     template: String,
 }
 
 impl S3Backend {
     /// The store for `cfg` (whose prefix has `{host}` expanded already); `template` is
-    /// the prefix as configured, with `{host}`, for the fleet view. No network traffic.
-    pub fn new(cfg: S3Config, template: &str, rt: Handle) -> Result<S3Backend, S3Error> {
+    /// the prefix as configured, with `{host}`, for the fleet view; requests end early
+    /// when `stop` is cancelled. No network traffic.
+    pub fn new(
+        cfg: S3Config,
+        template: &str,
+        rt: Handle,
+        stop: CancellationToken,
+    ) -> Result<S3Backend, S3Error> {
         let endpoint = cfg.endpoint.trim_end_matches('/').to_owned();
         Ok(S3Backend {
             client: S3Store::new(cfg)?,
             rt,
+            stop,
             endpoint,
             template: template.to_owned(),
         })
     }
 
-    /// Runs a request future on the calling (blocking) thread.
-    fn block<F: Future>(&self, f: F) -> F::Output {
-        self.rt.block_on(f)
+    /// Runs a request future on the calling (blocking) thread. When cofferd shuts down
+    /// meanwhile, the future gets a few seconds to end on its own (a transfer watching
+    /// the same token aborts its multipart upload), then it is dropped: a store that
+    /// does not answer never holds up a shutdown for its retries and timeouts.
+    fn block<T>(&self, f: impl Future<Output = Result<T, S3Error>>) -> Result<T, S3Error> {
+        self.rt.block_on(async {
+            let mut f = std::pin::pin!(f);
+            tokio::select! {
+                r = &mut f => return r,
+                () = self.stop.cancelled() => {}
+            }
+            tokio::time::timeout(STOP_GRACE, f).await.unwrap_or_else(|_| {
+                Err(S3Error::Cancelled {
+                    store: self.name().to_owned(),
+                    action: "a request".to_owned(),
+                })
+            })
+        })
     }
 
     pub fn name(&self) -> &str {

@@ -112,6 +112,7 @@ fn backend_and_store_trait(s3: &S3Server, rt: &tokio::runtime::Runtime) {
         config(s3, bucket, "coffer/h2"),
         "coffer/{host}",
         rt.handle().clone(),
+        CancellationToken::new(),
     )
     .unwrap();
     let listed = Store::list(&backend, None).unwrap();
@@ -384,6 +385,7 @@ fn startup_sweep(s3: &S3Server, rt: &tokio::runtime::Runtime) {
         config(s3, bucket, "coffer/h1"),
         "coffer/{host}",
         rt.handle().clone(),
+        CancellationToken::new(),
     )
     .unwrap();
     assert_eq!(backend.incomplete_uploads().unwrap().len(), 2);
@@ -405,6 +407,7 @@ fn startup_sweep(s3: &S3Server, rt: &tokio::runtime::Runtime) {
         config(s3, bucket, "coffer/h2"),
         "coffer/{host}",
         rt.handle().clone(),
+        CancellationToken::new(),
     )
     .unwrap();
     assert_eq!(
