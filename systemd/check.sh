@@ -2,10 +2,12 @@
 # Checks the systemd units in this directory with systemd-analyze:
 #   1. `systemd-analyze verify` of cofferd.service + cofferd.socket, as shipped,
 #      with the example drop-in (cofferd.service.d/app-paths.conf.example) applied,
-#      and with the database jobs' drop-in (database-servers.conf.example, network
-#      to the database server) added to that; any warning counts as a failure;
+#      with the database jobs' drop-in (database-servers.conf.example, network to
+#      the database server) added to that, and with the offsite drop-in
+#      (offsite.conf.example: network for S3 stores) instead; any warning counts as a
+#      failure;
 #   2. `systemd-analyze security --offline=true`: the overall exposure score must
-#      not exceed the threshold (default 2.5), for each of the three.
+#      not exceed the threshold (default 2.5), for each of the four.
 #
 # Works without systemd as PID 1 (containers, CI): everything runs offline on a
 # copy of the units in a temporary directory, where /usr/local/bin/cofferd is
@@ -114,16 +116,20 @@ stage() {
     done <"$src" >"$dst"
 }
 
-mkdir -p "$work/shipped" "$work/dropin/cofferd.service.d" "$work/database/cofferd.service.d"
+mkdir -p "$work/shipped" "$work/dropin/cofferd.service.d" "$work/database/cofferd.service.d" \
+    "$work/offsite/cofferd.service.d"
 for unit in cofferd.service cofferd.socket; do
     stage "$here/$unit" "$work/shipped/$unit"
     stage "$here/$unit" "$work/dropin/$unit"
     stage "$here/$unit" "$work/database/$unit"
+    stage "$here/$unit" "$work/offsite/$unit"
 done
 stage "$here/cofferd.service.d/app-paths.conf.example" "$work/dropin/cofferd.service.d/app-paths.conf"
 stage "$here/cofferd.service.d/app-paths.conf.example" "$work/database/cofferd.service.d/app-paths.conf"
 stage "$here/cofferd.service.d/database-servers.conf.example" \
     "$work/database/cofferd.service.d/database-servers.conf"
+stage "$here/cofferd.service.d/app-paths.conf.example" "$work/offsite/cofferd.service.d/app-paths.conf"
+stage "$here/cofferd.service.d/offsite.conf.example" "$work/offsite/cofferd.service.d/offsite.conf"
 
 # The label of a variant.
 describe() {
@@ -131,6 +137,7 @@ describe() {
         shipped) echo "as shipped" ;;
         dropin) echo "with the app-paths.conf drop-in" ;;
         database) echo "with the app-paths.conf and database-servers.conf drop-ins" ;;
+        offsite) echo "with the app-paths.conf and offsite.conf drop-ins" ;;
     esac
 }
 
@@ -139,7 +146,7 @@ failed=0
 # --- 2. verify ----------------------------------------------------------------------
 # systemd-analyze puts the directory of the given units first on the unit path, so
 # cofferd.socket finds cofferd.service and the service picks up its drop-in there.
-for variant in shipped dropin database; do
+for variant in shipped dropin database offsite; do
     label="cofferd.service + cofferd.socket, $(describe "$variant")"
     set +e
     out="$(cd "$work/$variant" && systemd-analyze verify ./cofferd.service ./cofferd.socket 2>&1)"
@@ -159,7 +166,7 @@ if [ "${version%%[!0-9]*}" -lt 252 ] 2>/dev/null; then
     echo "SKIP: systemd-analyze security --offline needs systemd >= 252 (this is $version)"
     exit "$failed"
 fi
-for variant in shipped dropin database; do
+for variant in shipped dropin database offsite; do
     label="$(describe "$variant")"
     set +e
     out="$(cd "$work/$variant" && LC_ALL=C systemd-analyze security --offline=true --no-pager ./cofferd.service 2>&1)"

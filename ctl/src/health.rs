@@ -6,7 +6,8 @@
 //! - CRITICAL: the daemon or a job is NOT_SERVING (last backup failed, or the newest
 //!   backup is older than `stale-after`, or there is none);
 //! - WARNING: a job is healthy but its newest backup is older than 75 % of
-//!   `stale-after`, or its database has a problem right now;
+//!   `stale-after`, or its database has a problem right now, or the daemon reports a
+//!   warning for it (e.g. its newest backup is not offsite after `stale-after`);
 //! - UNKNOWN: cofferd cannot be reached or refused the question.
 
 use std::path::Path;
@@ -138,6 +139,7 @@ async fn evaluate(
                 "database": job.database_name,
                 "server-version": job.server_version,
             },
+            "warnings": job.warnings,
         }));
     }
     perfdata.push(format!("free={}B;;;0", status.backup_dir_free_bytes));

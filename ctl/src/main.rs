@@ -11,6 +11,8 @@
 //! - [`transfer`]: download and upload of archives, confirmation prompts.
 //! - [`selective`]: selective export and import files.
 //! - [`encryption`]: the `rekey` command (re-encryption to new recipients).
+//! - [`offsite`]: the offsite commands (stores, copy, list --store, fetch,
+//!   verify --store) and the offsite parts of list/show/status.
 
 /// `println!` for stdout that ends cofferctl quietly when the reader has gone
 /// (`cofferctl list | head`), as a program killed by SIGPIPE would, instead of
@@ -23,6 +25,7 @@ macro_rules! outln {
 
 mod encryption;
 mod health;
+mod offsite;
 mod output;
 mod progress;
 mod selective;
@@ -63,8 +66,16 @@ enum Command {
         #[arg(long)]
         note: Option<String>,
     },
-    /// List backups, newest first.
-    List { job: Option<String> },
+    /// List backups, newest first (with --store: what an offsite store holds).
+    List {
+        job: Option<String>,
+        /// List the backups in this offsite store instead of the local ones.
+        #[arg(long)]
+        store: Option<String>,
+        /// With --store: every host's backups under the bucket (the fleet view).
+        #[arg(long, requires = "store")]
+        all_hosts: bool,
+    },
     /// Show one backup (ID, `latest` or `JOB:latest`).
     Show { id: String },
     /// Delete a backup.
@@ -141,6 +152,23 @@ enum Command {
         /// Also run SQLite's integrity and foreign-key checks on the database.
         #[arg(long)]
         deep: bool,
+        /// Verify the copy in this offsite store instead of the local archive.
+        #[arg(long)]
+        store: Option<String>,
+    },
+    /// Offsite stores: reachable, what this host has there, the newest copy, lag.
+    Stores,
+    /// Copy a backup to an offsite store now (it is read back and checked).
+    Copy {
+        id: String,
+        #[arg(long)]
+        store: String,
+    },
+    /// Download a backup from an offsite store into the backup dir (verified, catalogued).
+    Fetch {
+        id: String,
+        #[arg(long)]
+        store: String,
     },
     /// Export the rows and files an export profile of JOB selects into FILE.
     Export {
@@ -287,7 +315,12 @@ async fn dispatch(c: &mut Client, command: Command, json: bool) -> Result<()> {
             output::jobs(&jobs.jobs, json);
         }
         Command::Backup { job, note } => backup(c, job, note, json).await?,
-        Command::List { job } => {
+        Command::List {
+            job,
+            store: Some(store),
+            all_hosts,
+        } => offsite::list(c, job, store, all_hosts, json).await?,
+        Command::List { job, .. } => {
             let list = c
                 .list_backups(proto::ListBackupsRequest {
                     job: job.unwrap_or_default(),
@@ -342,30 +375,11 @@ async fn dispatch(c: &mut Client, command: Command, json: bool) -> Result<()> {
                 .into_inner();
             output::audit(&audit.entries, json);
         }
-        Command::Drill { job } => {
-            let stream = c
-                .run_drill(proto::RunDrillRequest { job: job.clone() })
-                .await?
-                .into_inner();
-            let drilled = follow(stream, &format!("drilling {job}"), |e| match e {
-                Event::Drill(d) => Some(d),
-                _ => None,
-            })
-            .await?;
-            output::drilled(&drilled, json);
-        }
-        Command::Verify { id, deep } => {
-            let stream = c
-                .verify_backup(proto::VerifyBackupRequest { id: id.clone(), deep })
-                .await?
-                .into_inner();
-            let verified = follow(stream, &format!("verifying {id}"), |e| match e {
-                Event::Verify(v) => Some(v),
-                _ => None,
-            })
-            .await?;
-            output::verified(&verified, json);
-        }
+        Command::Drill { job } => drill(c, job, json).await?,
+        Command::Verify { id, deep, store } => verify(c, id, deep, store, json).await?,
+        Command::Stores => offsite::stores(c, json).await?,
+        Command::Copy { id, store } => offsite::copy(c, id, store, json).await?,
+        Command::Fetch { id, store } => offsite::fetch(c, id, store, json).await?,
         cmd @ (Command::Export { .. } | Command::Import { .. }) => selective_command(c, cmd, json).await?,
         Command::Rekey { id, yes } => encryption::rekey(c, id, yes, json).await?,
     }
@@ -414,6 +428,42 @@ async fn backup(c: &mut Client, job: String, note: Option<String>, json: bool) -
     })
     .await?;
     output::created(&backup, json);
+    Ok(())
+}
+
+/// `drill JOB`: a restore drill now.
+async fn drill(c: &mut Client, job: String, json: bool) -> Result<()> {
+    let stream = c
+        .run_drill(proto::RunDrillRequest { job: job.clone() })
+        .await?
+        .into_inner();
+    let drilled = follow(stream, &format!("drilling {job}"), |e| match e {
+        Event::Drill(d) => Some(d),
+        _ => None,
+    })
+    .await?;
+    output::drilled(&drilled, json);
+    Ok(())
+}
+
+/// `verify ID [--deep] [--store S]`: the local archive, or the copy in a store.
+async fn verify(c: &mut Client, id: String, deep: bool, store: Option<String>, json: bool) -> Result<()> {
+    let what = match &store {
+        Some(s) => format!("verifying {id} in {s}"),
+        None => format!("verifying {id}"),
+    };
+    let request = proto::VerifyBackupRequest {
+        id,
+        deep,
+        store: store.unwrap_or_default(),
+    };
+    let stream = c.verify_backup(request).await?.into_inner();
+    let verified = follow(stream, &what, |e| match e {
+        Event::Verify(v) => Some(v),
+        _ => None,
+    })
+    .await?;
+    output::verified(&verified, json);
     Ok(())
 }
 

@@ -74,6 +74,7 @@ pub struct BackupJson<'a> {
     /// Media entries left out by the job's `exclude` globs.
     excluded_count: u64,
     source: SourceJson<'a>,
+    locations: Vec<crate::offsite::LocationJson<'a>>,
     /// `null` for a plain archive.
     encryption: Option<EncryptionJson<'a>>,
 }
@@ -175,6 +176,7 @@ pub fn backup_json(b: &proto::Backup) -> BackupJson<'_> {
             })
             .collect(),
         excluded_count: b.excluded_count,
+        locations: crate::offsite::locations_json(&b.locations),
         encryption: (!b.recipients.is_empty()).then_some(EncryptionJson {
             format: "age",
             recipients: &b.recipients,
@@ -297,6 +299,7 @@ pub fn backups(list: &[proto::Backup], json: bool) {
         "PINNED".into(),
         "VERIFIED".into(),
         "SOURCE".into(),
+        "OFFSITE".into(),
         "NOTE".into(),
     ]];
     for b in list {
@@ -307,6 +310,7 @@ pub fn backups(list: &[proto::Backup], json: bool) {
             if b.protected { "yes".into() } else { "-".into() },
             verification(b),
             source_cell(&b.source_kind, &b.database_name, &b.server_version),
+            crate::offsite::locations_cell(&b.locations),
             b.note.clone(),
         ]);
     }
@@ -392,6 +396,9 @@ pub fn backup(b: &proto::Backup, json: bool) {
     for (key, value) in rows {
         outln!("{:<10} {value}", format!("{key}:"));
     }
+    for (key, value) in crate::offsite::locations_lines(&b.locations) {
+        outln!("{:<10} {value}", format!("{key}:"));
+    }
 }
 
 /// The `database:` line of `show`: the SQLite file's facts, or the server's.
@@ -447,6 +454,7 @@ pub fn verified(v: &proto::VerifyResult, json: bool) {
         print_json(&json!({
             "id": v.id, "ok": v.ok, "entries": v.entries, "deep": v.deep, "error": v.error,
             "ciphertext-only": v.ciphertext_only,
+            "store": (!v.store.is_empty()).then_some(&v.store),
         }));
     } else if v.ciphertext_only {
         outln!(
@@ -460,8 +468,13 @@ pub fn verified(v: &proto::VerifyResult, json: bool) {
         } else {
             ""
         };
+        let place = if v.store.is_empty() {
+            String::new()
+        } else {
+            format!(" (the copy in {})", v.store)
+        };
         outln!(
-            "backup {} verified: {} entries match the manifest{depth}",
+            "backup {}{place} verified: {} entries match the manifest{depth}",
             v.id,
             v.entries
         );
@@ -531,6 +544,7 @@ pub fn status(s: &proto::GetStatusResponse, json: bool) {
             "backup-dir-free-bytes": s.backup_dir_free_bytes,
             "state-dir": s.state_dir,
             "jobs": jobs,
+            "stores": crate::offsite::status_stores_json(&s.stores),
         }));
         return;
     }
@@ -574,6 +588,7 @@ pub fn status(s: &proto::GetStatusResponse, json: bool) {
             outln!("warning: {}: {warning}", j.name);
         }
     }
+    crate::offsite::status_stores(&s.stores);
 }
 
 pub fn jobs(jobs: &[proto::Job], json: bool) {
@@ -684,6 +699,7 @@ pub fn pruned(decisions: &[proto::PruneDecision], dry_run: bool, json: bool) {
                     "keep": d.keep,
                     "reasons": d.reasons,
                     "removed": d.removed,
+                    "location": d.location,
                 })
             })
             .collect();
@@ -696,6 +712,7 @@ pub fn pruned(decisions: &[proto::PruneDecision], dry_run: bool, json: bool) {
     }
     let mut rows = vec![vec![
         "ID".into(),
+        "LOCATION".into(),
         "CREATED".into(),
         "ACTION".into(),
         "REASONS".into(),
@@ -709,6 +726,7 @@ pub fn pruned(decisions: &[proto::PruneDecision], dry_run: bool, json: bool) {
         };
         rows.push(vec![
             d.id.clone(),
+            d.location.clone(),
             timestamp(d.created_at),
             action.into(),
             d.reasons.join(", "),

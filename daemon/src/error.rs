@@ -23,6 +23,7 @@ use crate::selective::select::SelectError;
 use crate::source::SourceError;
 use crate::source::dump::{DbError, DbErrorKind};
 use crate::store::StoreError;
+use crate::store::s3::{S3Error, S3ErrorKind};
 
 /// What kind of failure an [`Error`] is; decides the gRPC code and the exit code.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -109,6 +110,16 @@ pub enum Error {
     },
     #[error("the restore drill of backup {id} failed: {why}")]
     Drill { id: String, why: String },
+    #[error("there is no store named '{0}'")]
+    UnknownStore(String),
+    #[error("backup {id} is not in the store '{store}'")]
+    NotInStore { id: String, store: String },
+    #[error("the copy of backup {id} in the store '{store}' {problem}")]
+    RemoteDiffers {
+        id: String,
+        store: String,
+        problem: String,
+    },
     #[error("the operation was cancelled because cofferd is shutting down")]
     Cancelled,
     #[error("internal error: {0}")]
@@ -140,11 +151,22 @@ impl From<DbError> for Error {
     }
 }
 
+impl From<crate::store::s3::S3Error> for Error {
+    fn from(e: crate::store::s3::S3Error) -> Error {
+        Error::Store(StoreError::Remote(e))
+    }
+}
+
 impl Error {
     /// The error's sentence followed by each of its sources not already in it: what
     /// clients see and what runs record.
     pub fn describe(&self) -> String {
         coffer_common::format::error_chain(self)
+    }
+
+    /// Wraps an offsite store's error.
+    pub fn from_remote(e: crate::store::s3::S3Error) -> Error {
+        Error::Store(StoreError::Remote(e))
     }
 
     /// Wraps an io error with what was being done to which path.
@@ -193,7 +215,11 @@ impl Error {
             Error::Store(StoreError::Io { source, .. }) => io_kind(source),
             Error::Store(StoreError::NoSpace(_)) => K::NoSpace,
             Error::Store(StoreError::Sidecar { .. }) => K::DataLoss,
+            Error::Store(StoreError::Remote(e)) => remote_kind(e),
+            Error::Store(StoreError::Unusable(_)) => K::Precondition,
             Error::SafetyBackup(inner) => inner.kind(),
+            Error::UnknownStore(_) | Error::NotInStore { .. } => K::NotFound,
+            Error::RemoteDiffers { .. } => K::DataLoss,
             Error::Cancelled => K::Cancelled,
             Error::Internal(_) => K::Internal,
             Error::Export(e) => export_kind(e),
@@ -215,6 +241,9 @@ impl Error {
             Error::Catalog(e) => e.is_disk_full(),
             Error::Store(StoreError::NoSpace(_)) => true,
             Error::Store(StoreError::Io { source, .. }) => source.raw_os_error() == Some(nix::libc::ENOSPC),
+            Error::Store(StoreError::Remote(S3Error::LocalWrite { source, .. })) => {
+                source.raw_os_error() == Some(nix::libc::ENOSPC)
+            }
             Error::SafetyBackup(inner) | Error::ImportSafetyBackup(inner) => inner.is_disk_full(),
             Error::Export(ExportError::Select(
                 SelectError::Write { source, .. } | SelectError::Output { source, .. },
@@ -368,6 +397,22 @@ fn crypt_kind(e: &CryptError) -> ErrorKind {
         CryptError::Read(e) | CryptError::Write(e) => io_kind(e),
         CryptError::Cancelled => ErrorKind::Cancelled,
         CryptError::Poisoned | CryptError::Encrypt(_) => ErrorKind::Internal,
+    }
+}
+
+/// The kind of an offsite store's failure. An unreachable store or refused credentials
+/// are preconditions (exit 1, retried later by the copier), not "unavailable": that
+/// code means cofferd itself cannot be reached.
+fn remote_kind(e: &S3Error) -> ErrorKind {
+    match e.kind() {
+        S3ErrorKind::Invalid => ErrorKind::Invalid,
+        S3ErrorKind::NotFound => ErrorKind::NotFound,
+        S3ErrorKind::DataLoss => ErrorKind::DataLoss,
+        S3ErrorKind::Cancelled => ErrorKind::Cancelled,
+        S3ErrorKind::LocalIo => ErrorKind::Internal,
+        S3ErrorKind::Unavailable | S3ErrorKind::Auth | S3ErrorKind::Locked | S3ErrorKind::Rejected => {
+            ErrorKind::Precondition
+        }
     }
 }
 

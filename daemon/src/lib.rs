@@ -11,7 +11,8 @@
 //! - Process: `main.rs` (arguments, logging), [`server`] (single-instance lock,
 //!   socket, signals, start-up recovery, shutdown), [`scheduler`] (cron wiring, no
 //!   overlap, catch-up), [`notify`] (sd_notify), [`memory`] (allocator tuning),
-//!   [`hooks`] (`[job.hooks]` commands).
+//!   [`hooks`] (`[job.hooks]` commands), [`copier`] (the background copies to
+//!   offsite stores).
 //! - [`api`]: the tonic service, access control, health, metrics, proto conversion.
 //! - [`engine`]: the facade every run goes through: config swap, run guard (job claim
 //!   + `max-concurrent-runs` slot for every kind of run), run records, counters.
@@ -22,9 +23,10 @@
 //! - [`archive`]: the `.tar.zst` writer, the verifying reader, safe extraction.
 //! - [`manifest`]: `manifest.json` (format-version 2; v1 read forever), the sidecar,
 //!   path rules.
-//! - [`store`]: where backups are kept ([`store::Store`]; the local backup directory).
-//! - [`catalog`]: the daemon's own SQLite (backups, runs, audit), migrations,
-//!   reconciliation with the local store.
+//! - [`store`]: where backups are kept ([`store::Store`]; the local backup directory
+//!   and S3-compatible offsite stores).
+//! - [`catalog`]: the daemon's own SQLite (backups, offsite locations and the copy
+//!   queue, runs, audit), migrations, reconciliation with the local store.
 //! - [`policy`]: pure retention and schedule logic.
 //! - [`selective`]: selective export and import (`[[job.export]]` profiles, row
 //!   selection, import planning and apply, the import journal); used by `config`
@@ -37,6 +39,7 @@ pub mod api;
 pub mod archive;
 pub mod catalog;
 pub mod config;
+pub mod copier;
 pub mod engine;
 pub mod error;
 pub mod fsutil;

@@ -7,7 +7,8 @@
 //! restores and imports a crash interrupted (their journals); open and reconcile the
 //! catalog; take the listener from systemd (socket activation, `LISTEN_FDS`) or bind
 //! the socket — replacing a stale socket file only if it really is a socket — with
-//! `socket-mode` and `socket-group`; start the scheduler and the health task; tell
+//! `socket-mode` and `socket-group`; start the scheduler, the offsite copier (which
+//! sweeps and reconciles each store in the background) and the health task; tell
 //! systemd READY=1.
 //!
 //! SIGHUP reloads the config: a valid new config replaces jobs, schedules and access
@@ -185,6 +186,8 @@ fn restart_only_changes(old: &Config, new: &Config) -> Option<&'static str> {
         Some("backup-dir")
     } else if o.max_concurrent_runs != n.max_concurrent_runs {
         Some("max-concurrent-runs")
+    } else if o.host_name != n.host_name {
+        Some("host-name")
     } else {
         None
     }
@@ -257,11 +260,13 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let engine = Arc::new(Engine::new(config.clone(), catalog));
     let access = Arc::new(RwLock::new(Access::new(&daemon)));
     let (listener, inherited) = listener(&config)?;
-    let shutdown = CancellationToken::new();
+    // The engine's token: offsite requests in flight end when it is cancelled.
+    let shutdown = engine.shutdown_token();
     let tasks = TaskTracker::new();
     let (reporter, health_service) = health(&engine, &access, &tasks, &shutdown).await;
     let scheduler = shutdown.child_token();
     crate::scheduler::start(&engine, &tasks, &scheduler, &shutdown);
+    crate::copier::start(&engine, &tasks, &shutdown);
     notify::spawn_watchdog(&tasks, shutdown.clone());
 
     let service = CofferServer::new(CofferService::new(

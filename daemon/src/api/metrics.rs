@@ -1,4 +1,5 @@
-//! The Prometheus text exposition served by `GetMetrics` (`cofferctl metrics`).
+//! The Prometheus text exposition served by `GetMetrics` (`cofferctl metrics`),
+//! including the offsite families (`coffer_offsite_*`).
 //!
 //! Everything is computed on request from the catalog and the engine's counters, so
 //! an idle daemon does no metrics work. Format: text exposition 0.0.4 — `# HELP` and
@@ -83,6 +84,7 @@ pub fn render(engine: &Engine) -> Result<String, Error> {
             );
         }
     }
+    offsite_families(engine, &mut out)?;
     let free = engine.store().free_space().unwrap_or(0);
     Family::new(
         &mut out,
@@ -239,6 +241,103 @@ fn drill_and_skip_families(engine: &Engine, out: &mut String) -> Result<(), Erro
             .latest(Some(&job.name))?
             .map_or(0, |r| r.summary.totals.skipped);
         f.sample("coffer_backup_skipped_entries", &[("job", &job.name)], skipped);
+    }
+    Ok(())
+}
+
+/// The offsite families: per job and store the lag, copy failures, bytes copied and
+/// copies removed by retention; per store whether it worked the last time and the
+/// queued copies.
+fn offsite_families(engine: &Engine, out: &mut String) -> Result<(), Error> {
+    let config = engine.config();
+    let offsite = engine.offsite();
+    let now = chrono::Utc::now().timestamp();
+    let pairs: Vec<(&str, &str)> = config
+        .jobs
+        .iter()
+        .flat_map(|j| j.offsite_stores().iter().map(|s| (j.name.as_str(), s.as_str())))
+        .collect();
+    let cancel = tokio_util::sync::CancellationToken::new();
+    let lags = engine.with_ctx(&cancel, |ctx| {
+        pairs
+            .iter()
+            .map(|(job, store)| crate::ops::offsite::lag(ctx, job, store, now))
+            .collect::<Result<Vec<i64>, Error>>()
+    })?;
+    let mut f = Family::new(
+        out,
+        "coffer_offsite_lag_seconds",
+        "gauge",
+        "How long a store has been behind with a job: age of the oldest local backup newer than its newest copy there (0 = up to date).",
+    );
+    for ((job, store), lag) in pairs.iter().zip(&lags) {
+        f.sample(
+            "coffer_offsite_lag_seconds",
+            &[("job", job), ("store", store)],
+            lag,
+        );
+    }
+    let counters = engine.counters();
+    for (name, help, counts) in [
+        (
+            "coffer_offsite_copy_failures_total",
+            "Failed copy attempts to offsite stores since cofferd started.",
+            &counters.copy_failures,
+        ),
+        (
+            "coffer_offsite_copied_bytes_total",
+            "Archive bytes copied to offsite stores since cofferd started.",
+            &counters.copied_bytes,
+        ),
+        (
+            "coffer_offsite_removed_total",
+            "Copies deleted from offsite stores by retention since cofferd started.",
+            &counters.remote_removed,
+        ),
+    ] {
+        let mut f = Family::new(out, name, "counter", help);
+        for (job, store) in &pairs {
+            let n = counts
+                .get(&((*job).to_owned(), (*store).to_owned()))
+                .copied()
+                .unwrap_or(0);
+            f.sample(name, &[("job", job), ("store", store)], n);
+        }
+    }
+    let mut f = Family::new(
+        out,
+        "coffer_offsite_store_up",
+        "gauge",
+        "Whether the last request to the store worked (1), failed (0); -1 before any.",
+    );
+    for slot in offsite.iter() {
+        let up = match (slot.backend().is_ok(), slot.health().ok) {
+            (false, _) | (true, Some(false)) => 0,
+            (true, Some(true)) => 1,
+            (true, None) => -1,
+        };
+        f.sample("coffer_offsite_store_up", &[("store", &slot.config.name)], up);
+    }
+    let mut f = Family::new(
+        out,
+        "coffer_offsite_queued_copies",
+        "gauge",
+        "Copies waiting to be made (or retried) per store.",
+    );
+    for slot in offsite.iter() {
+        let name = slot.config.name.as_str();
+        let queued = engine
+            .catalog()
+            .locations_in(name, None)?
+            .iter()
+            .filter(|l| {
+                matches!(
+                    l.state,
+                    crate::catalog::LocationState::Pending | crate::catalog::LocationState::Failed
+                )
+            })
+            .count();
+        f.sample("coffer_offsite_queued_copies", &[("store", name)], queued);
     }
     Ok(())
 }

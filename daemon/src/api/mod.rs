@@ -9,11 +9,13 @@
 //! - [`health`]: keeps grpc.health.v1 per-job statuses current.
 //! - [`metrics`]: the Prometheus text exposition.
 //! - [`selective`]: the streams of the selective export and import RPCs.
+//! - [`offsite`]: stores, store listings, locations and copy results on the wire.
 
 pub mod auth;
 pub mod convert;
 pub mod health;
 pub mod metrics;
+pub mod offsite;
 pub mod selective;
 pub mod service;
 pub mod status;

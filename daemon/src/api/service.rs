@@ -233,7 +233,9 @@ impl Coffer for CofferService {
         let backups = self
             .blocking(move |ctx| {
                 let records = ctx.list((!job.is_empty()).then_some(job.as_str()))?;
-                Ok(records.iter().map(|r| backup_message(r, ctx.store)).collect())
+                let mut backups: Vec<_> = records.iter().map(|r| backup_message(r, ctx.store)).collect();
+                super::offsite::add_locations(ctx, &mut backups)?;
+                Ok(backups)
             })
             .await?;
         Ok(Response::new(proto::ListBackupsResponse { backups }))
@@ -246,7 +248,12 @@ impl Coffer for CofferService {
         self.allow(&req, Role::Reader, "show", "show backups")?;
         let id = req.into_inner().id;
         let backup = self
-            .blocking(move |ctx| Ok(backup_message(&ctx.resolve(&id)?, ctx.store)))
+            .blocking(move |ctx| {
+                let mut backup = [backup_message(&ctx.resolve(&id)?, ctx.store)];
+                super::offsite::add_locations(ctx, &mut backup)?;
+                let [backup] = backup;
+                Ok(backup)
+            })
             .await?;
         Ok(Response::new(backup))
     }
@@ -304,6 +311,7 @@ impl Coffer for CofferService {
                 keep: p.decision.keep,
                 reasons: p.decision.reasons,
                 removed: p.removed,
+                location: p.location,
             })
             .collect();
         Ok(Response::new(proto::PruneResponse { decisions }))
@@ -317,6 +325,9 @@ impl Coffer for CofferService {
     ) -> Result<Response<EventStream>, Status> {
         let peer = self.allow(&req, Role::Admin, "verify", "verify backups")?;
         let req = req.into_inner();
+        if !req.store.is_empty() {
+            return Ok(self.verify_in_store(peer, req));
+        }
         let id = req.id.clone();
         let record = self.blocking(move |ctx| ctx.resolve(&id)).await?;
         let engine = self.engine.clone();
@@ -334,6 +345,7 @@ impl Coffer for CofferService {
                     error: String::new(),
                     entries: v.entries,
                     deep: v.deep,
+                    store: String::new(),
                     ciphertext_only: v.ciphertext_only,
                 })
             },
@@ -580,9 +592,125 @@ impl Coffer for CofferService {
             },
         ))
     }
+
+    async fn list_stores(
+        &self,
+        req: Request<proto::ListStoresRequest>,
+    ) -> Result<Response<proto::ListStoresResponse>, Status> {
+        self.allow(&req, Role::Reader, "stores", "list the stores")?;
+        let stores = self.blocking(super::offsite::stores).await?;
+        Ok(Response::new(stores))
+    }
+
+    type CopyBackupStream = EventStream;
+
+    async fn copy_backup(
+        &self,
+        req: Request<proto::CopyBackupRequest>,
+    ) -> Result<Response<EventStream>, Status> {
+        let peer = self.allow(&req, Role::Admin, "copy", "copy backups to stores")?;
+        let req = req.into_inner();
+        let (id, store) = (req.id.clone(), req.store.clone());
+        let checked = self
+            .blocking(move |ctx| {
+                if ctx.offsite.get(&store).is_none() {
+                    return Err(Error::UnknownStore(store));
+                }
+                ctx.resolve(&id)
+            })
+            .await;
+        let record = match checked {
+            Ok(record) => record,
+            Err(refused) => {
+                let target = format!("{} to {}", req.id, req.store);
+                self.audit(&peer, "copy", &target, &Err::<(), _>(refused.clone()))
+                    .await;
+                return Err(refused);
+            }
+        };
+        let target = format!("{} to {}", record.id, req.store);
+        let engine = self.engine.clone();
+        Ok(self.spawn_run(
+            peer,
+            "copy".into(),
+            move |_| target,
+            |progress, cancel| async move { engine.copy(record, req.store, cancel, progress).await },
+            |c| Reply::Copy(super::offsite::copy_result(c)),
+        ))
+    }
+
+    async fn list_store_backups(
+        &self,
+        req: Request<proto::ListStoreBackupsRequest>,
+    ) -> Result<Response<proto::ListStoreBackupsResponse>, Status> {
+        self.allow(&req, Role::Reader, "list", "list backups")?;
+        let req = req.into_inner();
+        let listed = self
+            .blocking(move |ctx| {
+                let job = (!req.job.is_empty()).then_some(req.job.as_str());
+                super::offsite::store_backups(ctx, &req.store, job, req.all_hosts)
+            })
+            .await?;
+        Ok(Response::new(listed))
+    }
+
+    type FetchBackupStream = EventStream;
+
+    async fn fetch_backup(
+        &self,
+        req: Request<proto::FetchBackupRequest>,
+    ) -> Result<Response<EventStream>, Status> {
+        let peer = self.allow(&req, Role::Admin, "fetch", "fetch backups from stores")?;
+        let req = req.into_inner();
+        let target = format!("{} from {}", req.id, req.store);
+        let engine = self.engine.clone();
+        Ok(self.spawn_run(
+            peer,
+            "fetch".into(),
+            move |_| target,
+            |progress, cancel| async move { engine.fetch(req.id, req.store, cancel, progress).await },
+            {
+                let engine = self.engine.clone();
+                move |record| Reply::Backup(backup_message(&record, engine.store()))
+            },
+        ))
+    }
 }
 
 impl CofferService {
+    /// `verify ID --store S [--deep]`: the copy in a store (a run like `verify`).
+    fn verify_in_store(&self, peer: Peer, req: proto::VerifyBackupRequest) -> Response<EventStream> {
+        let engine = self.engine.clone();
+        let action = if req.deep {
+            "verify --store --deep"
+        } else {
+            "verify --store"
+        };
+        let target = format!("{} in {}", req.id, req.store);
+        let store = req.store.clone();
+        self.spawn_run(
+            peer,
+            action.into(),
+            move |_| target,
+            |progress, cancel| async move {
+                engine
+                    .verify_remote(req.id, req.store, req.deep, cancel, progress)
+                    .await
+            },
+            move |v| {
+                Reply::Verify(proto::VerifyResult {
+                    id: v.id,
+                    ok: true,
+                    error: String::new(),
+                    entries: v.entries,
+                    deep: v.deep,
+                    ciphertext_only: v.ciphertext_only,
+                    store,
+                })
+            },
+        )
+    }
+
     /// What the selective export and import streams need.
     fn streams(&self) -> super::selective::Streams {
         super::selective::Streams {

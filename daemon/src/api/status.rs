@@ -60,12 +60,14 @@ pub fn status(engine: &Engine, started_at: DateTime<Utc>) -> Result<proto::GetSt
         backup_dir_free_bytes: engine.store().free_space().unwrap_or(0),
         backup_dir: config.daemon.backup_dir.display().to_string(),
         state_dir: config.daemon.state_dir.display().to_string(),
+        stores: super::offsite::store_status(engine)?,
     })
 }
 
 /// What needs the admin's attention about `job` although its backups run (each a
 /// sentence; `cofferctl health` turns them into WARNING): a failed last restore drill,
-/// and entries the newest backup could not store.
+/// entries the newest backup could not store, and stores that have been behind for
+/// longer than the job's offsite `stale-after`.
 pub fn warnings(engine: &Engine, job: &str) -> Result<Vec<String>, Error> {
     let mut out = Vec::new();
     let drill = engine.catalog().last_finished_run(job, RunKind::Drill)?;
@@ -86,6 +88,7 @@ pub fn warnings(engine: &Engine, job: &str) -> Result<Vec<String>, Error> {
             newest.id, newest.summary.totals.skipped, newest.id
         ));
     }
+    out.extend(super::offsite::warnings(engine, job)?);
     Ok(out)
 }
 

@@ -1,5 +1,5 @@
-//! The daemon's own SQLite database, `<state-dir>/catalog.db`: backups, runs and the
-//! audit trail.
+//! The daemon's own SQLite database, `<state-dir>/catalog.db`: backups, their offsite
+//! locations, runs and the audit trail.
 //!
 //! The catalog is an index, not the source of truth: every archive has a sidecar
 //! (`<id>.json`) beside it, and [`Catalog::reconcile`] makes the catalog agree with the
@@ -9,12 +9,14 @@
 //! - [`backups`]: catalogued backups ([`BackupRecord`]).
 //! - [`runs`]: every run of every kind ([`RunRecord`]).
 //! - [`audit`]: the audit trail ([`AuditRecord`]).
+//! - [`locations`]: copies in offsite stores ([`LocationRecord`]) and the copy queue.
 //!
 //! One connection behind a mutex; every method blocks, so async callers use
 //! `spawn_blocking`.
 
 pub mod audit;
 pub mod backups;
+pub mod locations;
 pub mod reconcile;
 pub mod runs;
 pub mod schema;
@@ -26,6 +28,7 @@ use rusqlite::{Connection, params};
 
 pub use audit::AuditRecord;
 pub use backups::{BackupRecord, JobStats, created_at};
+pub use locations::{CopiedFacts, FoundRemote, LocationRecord, LocationState, StoreReconciled};
 pub use reconcile::Reconciled;
 pub use runs::{RunEnd, RunRecord};
 

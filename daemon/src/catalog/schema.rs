@@ -56,6 +56,33 @@ CREATE TABLE IF NOT EXISTS audit (
 ",
     // 2: encrypted backups: the recipients' fingerprints as a JSON array ('' = plain).
     "ALTER TABLE backups ADD COLUMN recipients TEXT NOT NULL DEFAULT '';",
+    // 3: where each backup is besides the local backup dir (offsite stores), and the
+    // copy queue: rows in state 'pending' or 'failed' are copies still to do, by
+    // `next_attempt_at`; they survive restarts. A row outlives its local backup (the
+    // copy stays in the store when local retention removes the local files).
+    "
+CREATE TABLE locations (
+    backup_id TEXT NOT NULL,
+    job TEXT NOT NULL,
+    store TEXT NOT NULL,
+    created_at INTEGER NOT NULL,
+    protected INTEGER NOT NULL DEFAULT 0,
+    encrypted INTEGER NOT NULL DEFAULT 0,
+    state TEXT NOT NULL,
+    copied_at INTEGER NOT NULL DEFAULT 0,
+    verified_at INTEGER NOT NULL DEFAULT 0,
+    verify_result TEXT NOT NULL DEFAULT '',
+    size INTEGER NOT NULL DEFAULT 0,
+    etag TEXT NOT NULL DEFAULT '',
+    retain_until INTEGER NOT NULL DEFAULT 0,
+    error TEXT NOT NULL DEFAULT '',
+    attempts INTEGER NOT NULL DEFAULT 0,
+    next_attempt_at INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (backup_id, store)
+);
+CREATE INDEX locations_by_store ON locations(store, job, created_at DESC);
+CREATE INDEX locations_queue ON locations(state, next_attempt_at);
+",
 ];
 
 /// The schema version this build writes.

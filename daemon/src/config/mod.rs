@@ -21,8 +21,8 @@ use std::time::Duration;
 use serde::Deserialize;
 
 pub mod drill;
-mod export;
 pub mod encryption;
+mod export;
 
 pub use database::{MariadbConfig, PgUri, PostgresConfig, ServerKind};
 pub use drill::DrillConfig;
@@ -31,6 +31,10 @@ pub use encryption::EncryptionConfig;
 use crate::policy::retention::Policy;
 use crate::policy::schedule::Schedule;
 use crate::selective::profile::{ExportProfile, RawExportProfile};
+
+pub mod offsite;
+
+pub use offsite::{OffsiteConfig, StoreConfig};
 
 /// Where the config is read from when neither `--config` nor `$COFFER_CONFIG` is given.
 pub const DEFAULT_CONFIG: &str = "/etc/coffer/cofferd.toml";
@@ -71,6 +75,8 @@ pub struct Config {
     pub path: PathBuf,
     pub daemon: DaemonConfig,
     pub jobs: Vec<JobConfig>,
+    /// `[[store]]`: offsite stores.
+    pub stores: Vec<StoreConfig>,
 }
 
 /// `[daemon]`.
@@ -89,6 +95,8 @@ pub struct DaemonConfig {
     pub max_concurrent_runs: usize,
     pub shutdown_grace: Duration,
     pub max_upload_size: u64,
+    /// `host-name`: this host in store prefixes (`{host}`) and manifests.
+    pub host_name: String,
 }
 
 /// How an SQLite database is snapshotted (`snapshot-method`).
@@ -193,6 +201,8 @@ pub struct JobConfig {
     pub exports: Vec<ExportProfile>,
     /// `[job.encryption]`: archives are `<id>.tar.zst.age` when set.
     pub encryption: Option<EncryptionConfig>,
+    /// `[job.offsite]`, if the job is copied to stores.
+    pub offsite: Option<OffsiteConfig>,
 }
 
 /// `[job.hooks]`: argv arrays run without a shell.
@@ -220,6 +230,11 @@ impl Config {
     /// Looks a job up by name.
     pub fn job(&self, name: &str) -> Option<&JobConfig> {
         self.jobs.iter().find(|j| j.name == name)
+    }
+
+    /// Looks a store up by name.
+    pub fn store(&self, name: &str) -> Option<&StoreConfig> {
+        self.stores.iter().find(|s| s.name == name)
     }
 
     /// Reads and validates the file at `path`.
@@ -259,6 +274,8 @@ struct RawConfig {
     daemon: RawDaemon,
     #[serde(default)]
     job: Vec<RawJob>,
+    #[serde(default)]
+    store: Vec<offsite::RawStore>,
 }
 
 #[derive(Deserialize, Default)]
@@ -281,6 +298,7 @@ struct RawDaemon {
     max_concurrent_runs: Option<usize>,
     shutdown_grace: Option<String>,
     max_upload_size: Option<String>,
+    host_name: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -317,6 +335,7 @@ struct RawJob {
     #[serde(default)]
     export: Vec<RawExportProfile>,
     encryption: Option<encryption::RawEncryption>,
+    offsite: Option<offsite::RawOffsite>,
 }
 
 #[derive(Deserialize, Default)]
@@ -391,10 +410,11 @@ impl Validator<'_> {
 
     fn config(&self, raw: RawConfig) -> Result<Config, ConfigError> {
         let daemon = self.daemon(raw.daemon)?;
+        let stores = self.stores(raw.store, &daemon.host_name)?;
         let mut names = HashSet::new();
         let mut jobs = Vec::with_capacity(raw.job.len());
         for (i, job) in raw.job.into_iter().enumerate() {
-            let job = self.job(i, job)?;
+            let job = self.job(i, job, &stores)?;
             if !names.insert(job.name.clone()) {
                 return Err(self.err(
                     format!("job[{i}].name"),
@@ -407,6 +427,7 @@ impl Validator<'_> {
             path: self.path.to_owned(),
             daemon,
             jobs,
+            stores,
         })
     }
 
@@ -463,6 +484,7 @@ impl Validator<'_> {
             max_concurrent_runs,
             shutdown_grace: self.duration("daemon.shutdown-grace", raw.shutdown_grace.as_deref(), "30s")?,
             max_upload_size: self.size("daemon.max-upload-size", raw.max_upload_size.as_deref(), "64GiB")?,
+            host_name: self.host_name(raw.host_name)?,
         })
     }
 
@@ -586,7 +608,7 @@ impl Validator<'_> {
         }
     }
 
-    fn job(&self, index: usize, mut raw: RawJob) -> Result<JobConfig, ConfigError> {
+    fn job(&self, index: usize, mut raw: RawJob, stores: &[StoreConfig]) -> Result<JobConfig, ConfigError> {
         let name = raw.name.clone();
         if !coffer_common::ids::is_valid_job_name(&name) {
             return Err(self.err(
@@ -632,6 +654,8 @@ impl Validator<'_> {
             crate::policy::exclude::Exclude::new(&raw.exclude).map_err(|e| self.err(key("exclude"), e))?;
         let drill = self.drill(&name, raw.drill, timezone_name)?;
         let exports = self.exports(&key, &raw.export)?;
+        let stale_after = self.duration(&key("stale-after"), raw.stale_after.as_deref(), "26h")?;
+        let offsite = self.offsite(&name, raw.offsite, stores, (&retention, stale_after))?;
         Ok(JobConfig {
             drill,
             source,
@@ -642,12 +666,13 @@ impl Validator<'_> {
             compression_level,
             verify_after_backup: raw.verify_after_backup.unwrap_or(true),
             min_free_space: self.size(&key("min-free-space"), raw.min_free_space.as_deref(), "1GiB")?,
-            stale_after: self.duration(&key("stale-after"), raw.stale_after.as_deref(), "26h")?,
+            stale_after,
             catch_up: raw.catch_up.unwrap_or(true),
             retention,
             hooks,
             exports,
             encryption,
+            offsite,
             name,
         })
     }
@@ -699,7 +724,10 @@ database = "/var/lib/app/app.db"
         )
         .unwrap_err()
         .to_string();
-        assert!(err.contains("job 'shop': encryption: encryption is for SQLite jobs so far"), "{err}");
+        assert!(
+            err.contains("job 'shop': encryption: encryption is for SQLite jobs so far"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -40,6 +40,10 @@ pub struct RedactedSidecar {
     /// Milliseconds the backup took.
     #[serde(default)]
     pub duration_ms: u64,
+    /// The pin, so that retention in a store keeps a pinned copy that is no longer
+    /// local (not a secret: it says nothing about the content).
+    #[serde(default)]
+    pub protected: bool,
     /// Size and hex sha256 of the encrypted archive.
     pub size: u64,
     pub sha256: String,
@@ -76,6 +80,19 @@ impl AnySidecar {
         }
     }
 
+    /// Whether the backup is pinned.
+    pub fn protected(&self) -> bool {
+        match self {
+            AnySidecar::Full(s) => s.protected,
+            AnySidecar::Redacted(r) => r.protected,
+        }
+    }
+
+    /// Whether its archive is encrypted.
+    pub fn is_encrypted(&self) -> bool {
+        !self.recipients().is_empty()
+    }
+
     /// The recipients' fingerprints; empty for a plain archive.
     pub fn recipients(&self) -> &[String] {
         match self {
@@ -98,6 +115,7 @@ impl RedactedSidecar {
             hostname: m.hostname.clone(),
             created_at: m.created_at.clone(),
             duration_ms: sidecar.duration_ms,
+            protected: sidecar.protected,
             size: sidecar.size,
             sha256: sidecar.sha256.clone(),
             encryption,

@@ -47,13 +47,18 @@ pub fn before(ctx: &Ctx, job: &JobConfig) -> Result<(), Error> {
     hooks::run(job, HookEvent::BeforeBackup, "", "", ctx.cancel).map_err(|e| Error::Hook(e.to_string()))
 }
 
-/// After a recorded backup run: `after-backup` hooks and retention on success (a
-/// failing retention does not fail the backup), `on-failure` hooks otherwise.
+/// After a recorded backup run: `after-backup` hooks, the offsite copies queued (the
+/// copier makes them in the background) and local retention on success (neither can
+/// fail the backup), `on-failure` hooks otherwise.
 pub fn after(ctx: &Ctx, job: &JobConfig, result: &Result<BackupRecord, Error>) {
     match result {
         Ok(r) => {
             tracing::info!(job = job.name, id = r.id, size = r.size, "backup succeeded");
             hooks::run_logged(job, HookEvent::AfterBackup, &r.id, "", ctx.cancel);
+            // Queued before retention runs, which keeps backups still to be copied.
+            if let Err(e) = super::copy::enqueue(ctx, job, r) {
+                tracing::error!(job = job.name, id = r.id, "cannot queue the offsite copies: {e}");
+            }
             if let Err(e) = super::prune::prune(ctx, "retention", Some(&job.name), false) {
                 tracing::error!(job = job.name, "retention failed: {e}");
             }

@@ -12,18 +12,26 @@
 //! - [`export`] / [`import`]: selective export and import (`[[job.export]]`), the
 //!   logic in [`crate::selective`].
 //! - [`rekey`]: re-encrypting an encrypted backup to its job's current recipients.
+//! - [`copy`]: copying backups to offsite stores (the copy queue's work);
+//!   [`fetch`]: bringing one back into the backup dir; [`offsite`]: the stores'
+//!   overview, store listings (the fleet view), `verify --store`, start-up sweep and
+//!   reconciliation, lag and health warnings; [`remote_prune`]: retention in a store.
 //!
 //! Dependencies run one way: `ops` uses the layers below (source, archive, manifest,
 //! store, catalog, policy) and never the engine or the API.
 
 pub mod backup;
+pub mod copy;
 pub mod delete;
 pub mod download;
 pub mod drill;
 pub mod export;
+pub mod fetch;
 pub mod import;
+pub mod offsite;
 pub mod prune;
 pub mod rekey;
+pub mod remote_prune;
 pub mod restore;
 pub mod upload;
 pub mod verify;
@@ -41,6 +49,7 @@ use crate::error::Error;
 use crate::run::{Event, Phase, Progress};
 use crate::source::dump::Control;
 use crate::store::LocalStore;
+use crate::store::offsite::Offsite;
 
 /// Counters that live only as long as the process (Prometheus handles resets).
 #[derive(Debug, Default)]
@@ -55,6 +64,12 @@ pub struct CounterValues {
     pub retention_removed: HashMap<String, u64>,
     /// Failed verifications, per job.
     pub verify_failures: HashMap<String, u64>,
+    /// Failed copy attempts, per job and store.
+    pub copy_failures: HashMap<(String, String), u64>,
+    /// Archive bytes copied to stores, per job and store.
+    pub copied_bytes: HashMap<(String, String), u64>,
+    /// Copies removed from stores by retention, per job and store.
+    pub remote_removed: HashMap<(String, String), u64>,
 }
 
 impl Counters {
@@ -88,6 +103,15 @@ impl Host {
             workers: std::thread::available_parallelism().map_or(1, |n| n.get() as u32),
         }
     }
+
+    /// This machine under the name `[daemon] host-name` gives it (when set).
+    pub fn named(name: &str) -> Host {
+        let mut host = Host::current();
+        if !name.is_empty() {
+            host.hostname = name.to_owned();
+        }
+        host
+    }
 }
 
 /// What an operation works with.
@@ -95,6 +119,8 @@ pub struct Ctx<'a> {
     pub config: &'a Config,
     pub catalog: &'a Catalog,
     pub store: &'a LocalStore,
+    /// The configured offsite stores.
+    pub offsite: &'a Offsite,
     pub counters: &'a Counters,
     pub host: &'a Host,
     /// Fires when cofferd shuts down.
@@ -208,6 +234,7 @@ pub(crate) mod testing {
         pub config: Config,
         pub catalog: Catalog,
         pub store: LocalStore,
+        pub offsite: Offsite,
         pub counters: Counters,
         pub host: Host,
         pub cancel: CancellationToken,
@@ -217,15 +244,27 @@ pub(crate) mod testing {
         /// A daemon config with one job `app` over `db` and `media` (extra TOML lines
         /// go into the job), directories created.
         pub fn new(db: &Path, media: &[PathBuf], job_extra: &str) -> TestCtx {
+            Self::with_stores(db, media, job_extra, "", None)
+        }
+
+        /// [`TestCtx::new`] with `[[store]]` tables (`stores`, placed before the job)
+        /// whose requests run on `rt`.
+        pub fn with_stores(
+            db: &Path,
+            media: &[PathBuf],
+            job_extra: &str,
+            stores: &str,
+            rt: Option<tokio::runtime::Handle>,
+        ) -> TestCtx {
             let dir = tempfile::tempdir().unwrap();
             let root = dir.path().to_owned();
-            TestCtx::build(Some(dir), root, db, media, job_extra)
+            TestCtx::build(Some(dir), root, db, media, job_extra, stores, rt)
         }
 
         /// Another config (`job_extra` for job `app` over `db`, no media) over the
         /// same state and backup directories as `other`: a reloaded daemon.
         pub fn with_dirs(other: &TestCtx, db: &Path, job_extra: &str) -> TestCtx {
-            TestCtx::build(None, other.root.clone(), db, &[], job_extra)
+            TestCtx::build(None, other.root.clone(), db, &[], job_extra, "", None)
         }
 
         fn build(
@@ -234,6 +273,8 @@ pub(crate) mod testing {
             db: &Path,
             media: &[PathBuf],
             job_extra: &str,
+            stores: &str,
+            rt: Option<tokio::runtime::Handle>,
         ) -> TestCtx {
             let state = root.join("state");
             let backups = root.join("backups");
@@ -242,7 +283,7 @@ pub(crate) mod testing {
                 .map(|m| format!("{:?}", m.display().to_string()))
                 .collect();
             let text = format!(
-                "[daemon]\nstate-dir = {state:?}\nbackup-dir = {backups:?}\n\n[[job]]\nname = \"app\"\ndatabase = {db:?}\nmedia = [{}]\nschedule = \"manual\"\nmin-free-space = \"0B\"\n{job_extra}\n",
+                "[daemon]\nstate-dir = {state:?}\nbackup-dir = {backups:?}\nhost-name = \"testhost\"\n\n{stores}\n[[job]]\nname = \"app\"\ndatabase = {db:?}\nmedia = [{}]\nschedule = \"manual\"\nmin-free-space = \"0B\"\n{job_extra}\n",
                 media.join(", "),
                 state = state.display().to_string(),
                 backups = backups.display().to_string(),
@@ -256,6 +297,7 @@ pub(crate) mod testing {
             TestCtx {
                 _dir: dir,
                 root,
+                offsite: Offsite::new(&config.stores, rt, &CancellationToken::new()),
                 config,
                 catalog,
                 store,
@@ -291,6 +333,7 @@ pub(crate) mod testing {
                 config: &self.config,
                 catalog: &self.catalog,
                 store: &self.store,
+                offsite: &self.offsite,
                 counters: &self.counters,
                 host: &self.host,
                 cancel: &self.cancel,

@@ -47,15 +47,52 @@ pub struct Verified {
 /// archive (it needs none); for an encrypted one the job's identities if they hold a
 /// recipient's key, else the sentence saying how to provide one.
 pub fn keys<'c>(ctx: &Ctx<'c>, job: &str, sidecar: &Sidecar) -> Result<Option<&'c Identities>, Error> {
-    let Some(encryption) = &sidecar.encryption else {
+    keys_for(ctx, job, sidecar.recipients())
+}
+
+/// [`keys`] for an archive encrypted to `recipients` (empty: a plain archive).
+pub fn keys_for<'c>(
+    ctx: &Ctx<'c>,
+    job: &str,
+    recipients: &[String],
+) -> Result<Option<&'c Identities>, Error> {
+    if recipients.is_empty() {
         return Ok(None);
-    };
+    }
     let identities = ctx
         .config
         .job(job)
         .and_then(|j| j.encryption.as_ref())
         .and_then(|e| e.identities.as_deref());
-    Ok(Some(crypt::require_identity(identities, &encryption.recipients)?))
+    Ok(Some(crypt::require_identity(identities, recipients)?))
+}
+
+/// The full sidecar of a backup read from a store: as it is, or — for an encrypted
+/// backup's redacted sidecar — completed with the manifest read (and every entry
+/// checked) from its archive at `archive`, which needs the job's identity.
+pub fn complete_sidecar(
+    ctx: &Ctx,
+    job: &str,
+    sidecar: crate::manifest::redacted::AnySidecar,
+    archive: &std::path::Path,
+    context: &str,
+) -> Result<Sidecar, Error> {
+    use crate::manifest::redacted::AnySidecar;
+    match sidecar {
+        AnySidecar::Full(sidecar) => Ok(*sidecar),
+        AnySidecar::Redacted(redacted) => {
+            let keys = keys_for(ctx, job, &redacted.encryption.recipients)?;
+            let (manifest, _, _) =
+                archive::read_archive_keyed(archive, keys, None, &mut HashOnly, &mut |_| {}, &|| {
+                    ctx.cancel.is_cancelled()
+                })
+                .map_err(Error::archive(context))?;
+            redacted.complete(manifest).map_err(|message| Error::Archive {
+                context: context.to_owned(),
+                source: archive::ArchiveError::Invalid(message),
+            })
+        }
+    }
 }
 
 /// Reads a catalogued backup's sidecar and checks it against the catalog.

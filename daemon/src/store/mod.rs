@@ -2,14 +2,17 @@
 //!
 //! A store holds complete backups — an archive and its sidecar, named by job and id —
 //! and can list, read and remove them. The local backup directory ([`local`]) is one;
-//! offsite object stores are others. Everything that names a path under the backup
+//! offsite object stores ([`s3`], configured as `[[store]]` and held by
+//! [`offsite::Offsite`]) are others. Everything that names a path under the backup
 //! directory goes through [`LocalStore`], which adds what only a local store has:
 //! writing archives in place (`.partial`, then commit), staging, sweeping leftovers and
 //! free space. [`rekey`] is the file side of re-encrypting an archive in place: the
 //! order of the replacement and its recovery at start-up.
 
 pub mod local;
+pub mod offsite;
 pub mod rekey;
+pub mod s3;
 
 use std::io::Read;
 use std::path::PathBuf;
@@ -36,6 +39,12 @@ pub enum StoreError {
         location: String,
         message: String,
     },
+    /// An offsite store failed (its sentence names the store, never a secret).
+    #[error(transparent)]
+    Remote(#[from] s3::S3Error),
+    /// An offsite store cannot be used at all (no credentials, bad settings).
+    #[error("{0}")]
+    Unusable(String),
 }
 
 impl StoreError {
@@ -72,7 +81,8 @@ pub trait Store: Send + Sync {
     /// A backup's archive, read from its start.
     fn open_archive(&self, job: &str, id: &str) -> Result<Box<dyn Read + Send>, StoreError>;
 
-    /// Removes a backup: the archive first, then the sidecar, so that a sidecar
-    /// always means a complete archive.
+    /// Removes a backup. Locally the archive goes first, then the sidecar (a sidecar
+    /// left by a crash is swept at start-up); in an object store the sidecar goes first,
+    /// so that a listed sidecar always means a complete archive.
     fn remove(&self, job: &str, id: &str) -> Result<(), StoreError>;
 }

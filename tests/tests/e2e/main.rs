@@ -49,6 +49,9 @@
 //!   writer, in-place restores with their failures, `--to-database`, errors, secrets.
 //! - [`systemd`]: the shipped units pass `systemd-analyze verify` and score ≤ 2.5 on
 //!   `systemd-analyze security` (skipped when systemd's tools cannot be installed).
+//! - [`offsite`]: copies to a real S3 server (SeaweedFS, inspected with boto3): byte
+//!   equality, a server or cofferd dying mid-copy, disaster recovery, two hosts in one
+//!   bucket, retention per location, Object Lock, tampering, broken stores.
 
 // Test helpers outside `#[test]` functions panic on failure by design.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -70,6 +73,7 @@ mod hostile;
 mod leftout;
 mod mariadb;
 mod monitoring;
+mod offsite;
 mod postgres;
 mod restore;
 mod retention;

@@ -1,7 +1,8 @@
 //! The shipped systemd units: `systemd/check.sh` runs `systemd-analyze verify` on
-//! `cofferd.service` + `cofferd.socket` (as shipped, with the app-paths drop-in, and
-//! with the database jobs' drop-in added) and `systemd-analyze security
-//! --offline=true`, failing above an exposure of 2.5 for any of the three. The
+//! `cofferd.service` + `cofferd.socket` (as shipped, with the app-paths drop-in, with
+//! the database jobs' drop-in added, and with the offsite drop-in instead) and
+//! `systemd-analyze security --offline=true`, failing above an exposure of 2.5 for any
+//! of the four. The
 //! script installs systemd's tools with apt when they are missing, and says SKIP when
 //! it cannot; this test then skips with that reason.
 
@@ -37,10 +38,14 @@ fn units_verify_and_exposure_is_at_most_2_5() {
         .collect();
     assert_eq!(
         scores.len(),
-        3,
-        "three exposure scores (unit, + app-paths, + database-servers):\n{stdout}"
+        4,
+        "four exposure scores (unit, + app-paths, + database-servers, + offsite):\n{stdout}"
     );
     assert!(stdout.contains("database-servers.conf"), "{stdout}");
+    assert!(
+        stdout.contains("offsite.conf"),
+        "the offsite drop-in is not scored:\n{stdout}"
+    );
     for score in &scores {
         assert!(*score <= 2.5, "exposure {score} > 2.5");
     }

@@ -149,6 +149,7 @@ async fn raw_requests(
             .verify_backup(proto::VerifyBackupRequest {
                 id: id.clone(),
                 deep: true,
+                ..Default::default()
             })
             .await;
         assert_status(&label("VerifyBackup"), verify.map(drop), &codes);
