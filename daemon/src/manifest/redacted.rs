@@ -15,7 +15,7 @@
 //!
 //! ```json
 //! {"redacted": true, "id": "app-20261123T020000Z", "job": "app", "hostname": "web1",
-//!  "created-at": "2026-11-23T02:00:00Z", "duration-ms": 5120,
+//!  "created-at": "2026-11-23T02:00:00Z", "duration-ms": 5120, "protected": false,
 //!  "size": 861243392, "sha256": "…",
 //!  "encryption": {"format": "age", "recipients": ["age1…", "SHA256:…"]}}
 //! ```
@@ -230,6 +230,7 @@ mod tests {
             "hostname",
             "id",
             "job",
+            "protected",
             "redacted",
             "sha256",
             "size",

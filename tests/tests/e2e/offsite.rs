@@ -798,3 +798,70 @@ fn a_store_that_never_answers_holds_up_neither_backups_nor_shutdown() {
         stopping.elapsed()
     );
 }
+
+#[test]
+fn an_encrypted_backup_leaves_only_a_redacted_sidecar_and_still_recovers() {
+    let s3 = require!(S3Server::start("offsite_encrypted"));
+    let app = App::new(true);
+    let config_dir = short_tempdir("coffer-enc-dr-");
+    let (identity, recipient) = require!(coffer_tests::servers::age_keygen(config_dir.path()));
+    let creds = credentials(&s3, config_dir.path());
+    let encryption = format!(
+        "[job.encryption]\nrecipients = [{}]\nidentity-file = {}\n",
+        toml_str(&recipient),
+        toml_str(&identity.display().to_string())
+    );
+    let jobs = format!(
+        "{}{}",
+        store_toml(&s3, "s3", &creds, ""),
+        app.job("app", &format!("{encryption}{}", offsite(&["s3"])))
+    );
+    let mut lost = Daemon::start("host-name = \"lost\"", &jobs);
+    let id = backup_id(&lost, "app");
+    wait_location(&lost, &id, "s3", "copied");
+
+    // What left the machine in clear: no file names, paths or database facts.
+    let sidecar_key = keys(&s3, s3.bucket(), "")
+        .into_iter()
+        .find(|k| k.ends_with(&format!("{id}.json")))
+        .expect("the sidecar is in the store");
+    let remote = String::from_utf8(s3.client().get_object(s3.bucket(), &sidecar_key).unwrap()).unwrap();
+    let parsed: Value = serde_json::from_str(&remote).unwrap();
+    assert_eq!(parsed["redacted"], true, "{remote}");
+    for secret in [
+        "app.db",
+        "file.bin",
+        "straße",
+        "entries",
+        "source",
+        &app.db.display().to_string(),
+    ] {
+        assert!(
+            !remote.contains(secret),
+            "the remote sidecar names {secret:?}: {remote}"
+        );
+    }
+    assert!(
+        keys(&s3, s3.bucket(), "")
+            .iter()
+            .any(|k| k.ends_with(&format!("{id}.tar.zst.age")))
+    );
+
+    // The machine is lost; a new one with the same config (and the identity) recovers.
+    let saved = save_app(&app);
+    lost.stop();
+    fs::remove_dir_all(&lost.paths.state_dir).unwrap();
+    fs::remove_dir_all(&lost.paths.backup_dir).unwrap();
+    fs::remove_file(&app.db).unwrap();
+    fs::remove_dir_all(&app.media).unwrap();
+    drop(lost);
+    let d = Daemon::start("host-name = \"lost\"", &jobs);
+    d.ctl(&["verify", &id, "--store", "s3", "--deep"]).expect_ok();
+    d.ctl(&["restore", &id, "--yes"]).expect_ok();
+    assert_same_db(&app.db, &saved.db);
+    assert_tree_eq(&app.media, &saved.media);
+    // The fetched backup has its full sidecar again (recovered from the archive).
+    let shown = d.ctl_json(&["show", &id]);
+    assert_eq!(shown["verify-result"], "ok", "{shown}");
+    assert!(shown["totals"]["files"].as_u64().unwrap() > 1, "{shown}");
+}
