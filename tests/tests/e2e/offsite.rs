@@ -112,6 +112,18 @@ fn add_big_file(app: &App, mib: usize) {
     fs::write(app.media.join("big.bin"), rng.bytes(mib << 20)).unwrap();
 }
 
+/// The machine is lost: the daemon stops and its state dir, backup dir and the app's
+/// data (database with its WAL files, media) are gone.
+fn lose_the_machine(mut lost: Daemon, app: &App) {
+    lost.stop();
+    fs::remove_dir_all(&lost.paths.state_dir).unwrap();
+    fs::remove_dir_all(&lost.paths.backup_dir).unwrap();
+    fs::remove_file(&app.db).unwrap();
+    let _ = fs::remove_file(app.db.with_extension("db-wal"));
+    let _ = fs::remove_file(app.db.with_extension("db-shm"));
+    fs::remove_dir_all(&app.media).unwrap();
+}
+
 /// Asserts that none of `secrets` appears in the daemon's log, its audit log or `outputs`.
 #[track_caller]
 fn assert_no_secrets(d: &Daemon, s3: &S3Server, outputs: &[&Output]) {
@@ -360,19 +372,11 @@ fn disaster_recovery_from_the_store_restores_the_app_in_place() {
         store_toml(&s3, "s3", &creds, ""),
         app.job("app", &offsite(&["s3"]))
     );
-    let mut lost = Daemon::start("host-name = \"lost\"", &jobs);
+    let lost = Daemon::start("host-name = \"lost\"", &jobs);
     let id = backup_id(&lost, "app");
     wait_location(&lost, &id, "s3", "copied");
     let saved = save_app(&app);
-    lost.stop();
-    // The disk is gone: state dir, backup dir, the app's data.
-    fs::remove_dir_all(&lost.paths.state_dir).unwrap();
-    fs::remove_dir_all(&lost.paths.backup_dir).unwrap();
-    fs::remove_file(&app.db).unwrap();
-    let _ = fs::remove_file(app.db.with_extension("db-wal"));
-    let _ = fs::remove_file(app.db.with_extension("db-shm"));
-    fs::remove_dir_all(&app.media).unwrap();
-    drop(lost);
+    lose_the_machine(lost, &app);
 
     // A new machine with the same config and an empty state dir.
     let d = Daemon::start("host-name = \"lost\"", &jobs);
@@ -816,15 +820,17 @@ fn an_encrypted_backup_leaves_only_a_redacted_sidecar_and_still_recovers() {
         store_toml(&s3, "s3", &creds, ""),
         app.job("app", &format!("{encryption}{}", offsite(&["s3"])))
     );
-    let mut lost = Daemon::start("host-name = \"lost\"", &jobs);
+    let lost = Daemon::start("host-name = \"lost\"", &jobs);
     let id = backup_id(&lost, "app");
     wait_location(&lost, &id, "s3", "copied");
 
     // What left the machine in clear: no file names, paths or database facts.
-    let sidecar_key = keys(&s3, s3.bucket(), "")
-        .into_iter()
-        .find(|k| k.ends_with(&format!("{id}.json")))
-        .expect("the sidecar is in the store");
+    let sidecar_key = format!("coffer/lost/app/{id}.json");
+    let archive_key = format!("coffer/lost/app/{id}.tar.zst.age");
+    assert_eq!(
+        keys(&s3, s3.bucket(), "coffer/"),
+        [sidecar_key.clone(), archive_key]
+    );
     let remote = String::from_utf8(s3.client().get_object(s3.bucket(), &sidecar_key).unwrap()).unwrap();
     let parsed: Value = serde_json::from_str(&remote).unwrap();
     assert_eq!(parsed["redacted"], true, "{remote}");
@@ -841,20 +847,10 @@ fn an_encrypted_backup_leaves_only_a_redacted_sidecar_and_still_recovers() {
             "the remote sidecar names {secret:?}: {remote}"
         );
     }
-    assert!(
-        keys(&s3, s3.bucket(), "")
-            .iter()
-            .any(|k| k.ends_with(&format!("{id}.tar.zst.age")))
-    );
 
     // The machine is lost; a new one with the same config (and the identity) recovers.
     let saved = save_app(&app);
-    lost.stop();
-    fs::remove_dir_all(&lost.paths.state_dir).unwrap();
-    fs::remove_dir_all(&lost.paths.backup_dir).unwrap();
-    fs::remove_file(&app.db).unwrap();
-    fs::remove_dir_all(&app.media).unwrap();
-    drop(lost);
+    lose_the_machine(lost, &app);
     let d = Daemon::start("host-name = \"lost\"", &jobs);
     d.ctl(&["verify", &id, "--store", "s3", "--deep"]).expect_ok();
     d.ctl(&["restore", &id, "--yes"]).expect_ok();
