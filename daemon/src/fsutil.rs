@@ -170,6 +170,11 @@ impl StreamedFile {
         self
     }
 
+    /// Bytes written so far.
+    pub fn written(&self) -> u64 {
+        self.written
+    }
+
     /// The file, e.g. to fsync it; followers now see its end.
     pub fn into_inner(mut self) -> File {
         if let Some(front) = self.front.take() {

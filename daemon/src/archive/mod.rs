@@ -36,7 +36,7 @@ pub use reader::{
     Expected, FoundEntry, HashOnly, Visitor, check_file, hash_reader, read_archive, read_archive_keyed,
     read_followed,
 };
-pub use writer::ArchiveWriter;
+pub use writer::{ArchiveWriter, Follow};
 
 /// Read and write size for file contents: large enough that syscalls do not matter.
 pub const IO_BUFFER: usize = 256 << 10;

@@ -37,15 +37,56 @@ const ZSTD_JOB_SIZE: u32 = 2 << 20;
 
 type Encoder = zstd::stream::write::Encoder<'static, Sink>;
 
-/// Where the compressed stream goes: straight to the hashed file, or through age.
+/// The archive file as the compressed (or encrypted) stream reaches it.
+enum Output {
+    /// Hashed as it is written.
+    Hashed(HashingWriter<StreamedFile>),
+    /// Only counted: a follower that decodes every byte of the file as it is written
+    /// hashes it instead (see [`Follow::hashes_file`]), so the bytes are hashed once.
+    Counted(StreamedFile),
+}
+
+impl Output {
+    /// The file, its size and, if it was hashed here, its sha256.
+    fn finish(self) -> (StreamedFile, u64, Option<String>) {
+        match self {
+            Output::Hashed(hashing) => {
+                let (file, size, sha256) = hashing.finish();
+                (file, size, Some(sha256))
+            }
+            Output::Counted(file) => {
+                let size = file.written();
+                (file, size, None)
+            }
+        }
+    }
+}
+
+impl Write for Output {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            Output::Hashed(w) => w.write(buf),
+            Output::Counted(w) => w.write(buf),
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        match self {
+            Output::Hashed(w) => w.flush(),
+            Output::Counted(w) => w.flush(),
+        }
+    }
+}
+
+/// Where the compressed stream goes: straight to the file, or through age.
 enum Sink {
-    Plain(HashingWriter<StreamedFile>),
-    Encrypted(BackgroundWriter<EncryptWriter<HashingWriter<StreamedFile>>>),
+    Plain(Output),
+    Encrypted(BackgroundWriter<EncryptWriter<Output>>),
 }
 
 impl Sink {
-    /// Completes the stream (age's final chunk) and returns the hashed file.
-    fn finish(self) -> io::Result<HashingWriter<StreamedFile>> {
+    /// Completes the stream (age's final chunk) and returns the file's output.
+    fn finish(self) -> io::Result<Output> {
         match self {
             Sink::Plain(file) => Ok(file),
             Sink::Encrypted(background) => background.finish()?.finish(),
@@ -69,6 +110,17 @@ impl Write for Sink {
     }
 }
 
+/// A reader of the archive file while it is written (verify-after-backup).
+pub struct Follow {
+    /// How far the file has been written, for the [`crate::fsutil::Follower`].
+    pub front: Front,
+    /// The follower decodes (and decrypts) every byte of the file and checks what it
+    /// holds, so the file's sha256 is taken from what it read: the writer then only
+    /// counts its bytes. Otherwise (ciphertext it cannot decrypt) the writer hashes
+    /// them and the follower's hash is checked against that.
+    pub hashes_file: bool,
+}
+
 /// Writes one archive. Call [`ArchiveWriter::finish`] to complete it; dropping it
 /// leaves an incomplete file for the caller to remove.
 pub struct ArchiveWriter {
@@ -90,38 +142,32 @@ impl ArchiveWriter {
         Self::with(file, None, None, level, workers, cancel)
     }
 
-    /// Starts an archive that a [`crate::fsutil::Follower`] of `front` can read while
-    /// it is written (verification as the archive is written).
-    pub fn followed(
-        file: File,
-        front: Front,
-        level: i32,
-        workers: u32,
-        cancel: CancellationToken,
-    ) -> Result<Self, ArchiveError> {
-        Self::with(file, Some(front), None, level, workers, cancel)
-    }
-
-    /// Starts an archive in `file`, followed by `front`'s [`crate::fsutil::Follower`]
-    /// if given, and encrypted to `recipients` as it is written if given (see the
-    /// module doc); otherwise as [`ArchiveWriter::new`].
+    /// Starts an archive in `file`, read while it is written as `follow` says if
+    /// given, and encrypted to `recipients` as it is written if given (see the module
+    /// doc); otherwise as [`ArchiveWriter::new`].
     pub fn with(
         file: File,
-        front: Option<Front>,
+        follow: Option<Follow>,
         recipients: Option<&Recipients>,
         level: i32,
         workers: u32,
         cancel: CancellationToken,
     ) -> Result<Self, ArchiveError> {
-        let mut file = StreamedFile::new(file);
-        if let Some(front) = front {
-            file = file.followed(front);
-        }
-        let hashing = HashingWriter::new(file);
+        let file = StreamedFile::new(file);
+        let output = match follow {
+            None => Output::Hashed(HashingWriter::new(file)),
+            Some(Follow { front, hashes_file }) => {
+                let file = file.followed(front);
+                match hashes_file {
+                    true => Output::Counted(file),
+                    false => Output::Hashed(HashingWriter::new(file)),
+                }
+            }
+        };
         let sink = match recipients {
-            None => Sink::Plain(hashing),
+            None => Sink::Plain(output),
             Some(recipients) => {
-                let age = EncryptWriter::new(hashing, recipients).map_err(ArchiveError::from)?;
+                let age = EncryptWriter::new(output, recipients).map_err(ArchiveError::from)?;
                 Sink::Encrypted(BackgroundWriter::new(age).map_err(ArchiveError::Write)?)
             }
         };
@@ -284,8 +330,9 @@ impl ArchiveWriter {
 
     /// Writes `manifest` (with the entries and totals filled in) as the last entry,
     /// completes the tar and zstd streams and fsyncs the file. Returns the manifest, the
-    /// archive's size and its sha256.
-    pub fn finish(mut self, mut manifest: Manifest) -> Result<(Manifest, u64, String), ArchiveError> {
+    /// archive's size and its sha256 (`None` if its follower hashes it, see
+    /// [`Follow::hashes_file`]).
+    pub fn finish(mut self, mut manifest: Manifest) -> Result<(Manifest, u64, Option<String>), ArchiveError> {
         manifest.entries = std::mem::take(&mut self.entries);
         manifest.totals = self.totals.clone();
         let json = serde_json::to_vec_pretty(&manifest).map_err(|e| ArchiveError::Write(e.into()))?;
@@ -298,11 +345,11 @@ impl ArchiveWriter {
             .append_data(&mut header, MANIFEST_PATH, json.as_slice())
             .map_err(ArchiveError::Write)?;
         let encoder = self.tar.into_inner().map_err(ArchiveError::Write)?;
-        let hashing = encoder
+        let output = encoder
             .finish()
             .and_then(Sink::finish)
             .map_err(ArchiveError::Write)?;
-        let (file, size, sha256) = hashing.finish();
+        let (file, size, sha256) = output.finish();
         file.into_inner().sync_all().map_err(ArchiveError::Write)?;
         Ok((manifest, size, sha256))
     }
@@ -388,7 +435,34 @@ mod tests {
         assert_eq!(size, std::fs::metadata(&out).unwrap().len());
         let (read, read_size, read_sha) =
             read_archive(&out, None, &mut HashOnly, &mut |_| {}, &|| false).unwrap();
-        assert_eq!((read, read_size, read_sha), (manifest, size, sha));
+        assert_eq!((read, read_size, Some(read_sha)), (manifest, size, sha));
+    }
+
+    #[test]
+    fn a_follower_that_decodes_hashes_the_file_for_the_writer() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("db.bin");
+        let content: Vec<u8> = (0..3_000_000u32).map(|i| (i * 7 % 251) as u8).collect();
+        std::fs::write(&db, &content).unwrap();
+        let out = dir.path().join("a.tar.zst");
+        let file = File::create(&out).unwrap();
+        let front = Front::default();
+        let follower = crate::fsutil::Follower::open(&out, front.clone()).unwrap();
+        let reader = std::thread::spawn(move || crate::archive::read_followed(follower, None, &|| false));
+        let follow = Follow {
+            front,
+            hashes_file: true,
+        };
+        let mut writer =
+            ArchiveWriter::with(file, Some(follow), None, 3, 2, CancellationToken::new()).unwrap();
+        writer
+            .add_file(b"db/app.db", &db, &std::fs::metadata(&db).unwrap(), &mut |_| {})
+            .unwrap();
+        let (manifest, size, sha) = writer.finish(manifest()).unwrap();
+        assert_eq!(sha, None, "the writer hashed what its follower hashes");
+        let (read, read_size, read_sha) = reader.join().unwrap().unwrap();
+        assert_eq!((read, read_size), (manifest, size));
+        assert_eq!(read_sha, crate::archive::hash_file(&out).unwrap().1);
     }
 
     #[test]

@@ -24,7 +24,7 @@ use chrono::{DateTime, Utc};
 use coffer_common::ids;
 
 use super::{Ctx, verify};
-use crate::archive::{self, ArchiveWriter};
+use crate::archive::{self, ArchiveWriter, Follow};
 use crate::catalog::BackupRecord;
 use crate::config::JobConfig;
 use crate::error::Error;
@@ -251,10 +251,19 @@ impl<'a> BackupRun<'a> {
             totals: Totals::default(),
             export: None,
         };
-        let (manifest, size, sha256) = writer
+        let (manifest, size, written_sha256) = writer
             .finish(manifest)
             .map_err(Error::archive(self.archive_context()))?;
-        let written_check = verifier.map(|v| self.check_written(v, &manifest, size, &sha256));
+        let (sha256, written_check) = match verifier {
+            Some(v) => {
+                let (sha256, check) = self.check_written(v, &manifest, size, written_sha256, &partial)?;
+                (sha256, Some(check))
+            }
+            None => {
+                let unhashed = || Error::Internal("the archive writer did not hash the archive".into());
+                (written_sha256.ok_or_else(unhashed)?, None)
+            }
+        };
         tracing::info!(
             job = self.job.name,
             id = self.id,
@@ -295,8 +304,6 @@ impl<'a> BackupRun<'a> {
         let front = Front::default();
         let mut follower =
             Follower::open(partial, front.clone()).map_err(Error::io("cannot read back", partial))?;
-        let writer = ArchiveWriter::with(file, Some(front), recipients, level, workers, cancel.clone())
-            .map_err(Error::archive(context))?;
         // An encrypted archive is decrypted as it is read back if the identity file
         // holds a key of its recipients; otherwise its ciphertext is hashed.
         let keys = self.job.encryption.as_ref().and_then(|e| {
@@ -305,6 +312,12 @@ impl<'a> BackupRun<'a> {
                 .filter(|ids| ids.can_decrypt_for(&e.fingerprints()))
         });
         let plain = self.job.encryption.is_none();
+        let follow = Follow {
+            front,
+            hashes_file: plain || keys.is_some(),
+        };
+        let writer = ArchiveWriter::with(file, Some(follow), recipients, level, workers, cancel.clone())
+            .map_err(Error::archive(context))?;
         let verifier = std::thread::Builder::new()
             .name("coffer-verify".into())
             .spawn(move || {
@@ -324,29 +337,46 @@ impl<'a> BackupRun<'a> {
 
     /// What the verifier read back — every entry against the manifest it found, with
     /// each content's sha256, and the file's own size and sha256 — must be exactly
-    /// what the writer wrote: the same checks as `verify`, on the same bytes.
+    /// what the writer wrote: the same checks as `verify`, on the same bytes. Returns
+    /// the archive's sha256 for its sidecar and the check's outcome (a failed check is
+    /// still catalogued with its verdict, then removed; see [`Self::commit`]).
+    ///
+    /// A verifier that decoded the file hashed it for the writer (`written_sha256` is
+    /// `None`): every byte it hashed was part of a zstd frame (or an age chunk) that
+    /// decoded and checked, so its hash is the hash of an archive known to be good.
     fn check_written(
         &self,
         verifier: Verifier,
         manifest: &Manifest,
         size: u64,
-        sha256: &str,
-    ) -> Result<(), Error> {
+        written_sha256: Option<String>,
+        partial: &std::path::Path,
+    ) -> Result<(String, Result<(), Error>), Error> {
         let context = format!("backup {} failed verification", self.id);
         let read = verifier
             .join()
-            .map_err(|_| Error::Internal("the verifier thread panicked".into()))?
-            .map_err(Error::archive(context.clone()))?;
-        let same_manifest = read.0.as_ref().is_none_or(|m| m == manifest);
-        if !same_manifest || (read.1, read.2.as_str()) != (size, sha256) {
-            return Err(Error::Archive {
+            .map_err(|_| Error::Internal("the verifier thread panicked".into()))?;
+        let check = read.map_err(Error::archive(context.clone())).and_then(|read| {
+            let same_manifest = read.0.as_ref().is_none_or(|m| m == manifest);
+            let same_hash = written_sha256.as_ref().is_none_or(|sha256| *sha256 == read.2);
+            if same_manifest && same_hash && read.1 == size {
+                return Ok(read.2);
+            }
+            Err(Error::Archive {
                 context,
                 source: crate::archive::ArchiveError::Invalid(
                     "what was read back differs from what was written".into(),
                 ),
-            });
+            })
+        });
+        match (check, written_sha256) {
+            (Ok(sha256), _) => Ok((sha256, Ok(()))),
+            (Err(e), Some(sha256)) => Ok((sha256, Err(e))),
+            (Err(e), None) => {
+                let (_, sha256) = archive::hash_file(partial).map_err(Error::io("cannot hash", partial))?;
+                Ok((sha256, Err(e)))
+            }
         }
-        Ok(())
     }
 
     /// Walks the job's media directories and adds them to the archive; called only

@@ -327,7 +327,8 @@ fn pack(
     writer.count_left_out(packed.skipped, 0);
     let (_, size, sha256) = writer.finish(manifest).map_err(Error::archive(context()))?;
     packed.size = size;
-    packed.sha256 = sha256;
+    // A writer that nothing follows always hashes what it writes.
+    packed.sha256 = sha256.ok_or_else(|| Error::Internal("the export's archive was not hashed".into()))?;
     Ok(packed)
 }
 
