@@ -215,7 +215,7 @@ fn valid() -> &'static Valid {
         let sidecar = Sidecar {
             manifest,
             size,
-            sha256: sha,
+            sha256: sha.expect("a writer nothing follows hashes its archive"),
             note: String::new(),
             protected: false,
             duration_ms: 1,
