@@ -14,8 +14,10 @@
 //!   [`hooks`] (`[job.hooks]` commands), [`copier`] (the background copies to
 //!   offsite stores).
 //! - [`api`]: the tonic service, access control, health, metrics, proto conversion.
-//! - [`engine`]: the facade every run goes through: config swap, run guard (job claim
-//!   + `max-concurrent-runs` slot for every kind of run), run records, counters.
+//! - [`engine`]: the facade every run goes through: config swap, run guard (a job
+//!   claim and a `max-concurrent-runs` slot for every kind of run), run records,
+//!   counters; the entry point of each kind of run (`engine/runs.rs`,
+//!   `engine/offsite.rs`).
 //! - [`ops`]: one module per operation (backup, verify, restore, upload, download,
 //!   prune, delete, export, import), each a blocking function of an [`ops::Ctx`].
 //! - [`source`]: where a backup's database part comes from ([`source::Source`]: SQLite
