@@ -372,10 +372,12 @@ impl<'a> BackupRun<'a> {
         match (check, written_sha256) {
             (Ok(sha256), _) => Ok((sha256, Ok(()))),
             (Err(e), Some(sha256)) => Ok((sha256, Err(e))),
-            (Err(e), None) => {
-                let (_, sha256) = archive::hash_file(partial).map_err(Error::io("cannot hash", partial))?;
-                Ok((sha256, Err(e)))
-            }
+            // The failed backup is catalogued with its verdict like any other; if even
+            // hashing its file fails, the verification's own error is the one to report.
+            (Err(e), None) => match archive::hash_file(partial) {
+                Ok((_, sha256)) => Ok((sha256, Err(e))),
+                Err(_) => Err(e),
+            },
         }
     }
 
