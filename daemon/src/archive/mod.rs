@@ -3,8 +3,8 @@
 //!
 //! Layout: `db/<name>` (the snapshot or dump), `media/<n>/...` (the n-th media
 //! directory, with `media/<n>` itself as a directory entry), and `manifest.json` last.
-//! It is a plain POSIX/GNU tar in one zstd stream, so `tar --zstd -xf` restores it by
-//! hand.
+//! It is a plain POSIX/GNU tar in one zstd stream (one frame, or several where a
+//! precompressed dump was spliced in), so `tar --zstd -xf` restores it by hand.
 //!
 //! - [`writer`]: [`ArchiveWriter`] hashes every entry while it streams into the tar,
 //!   the tar into a multi-threaded zstd encoder, the encoder into the file.
@@ -12,6 +12,8 @@
 //!   [`Visitor`] sees it, and everything against the expected manifest.
 //! - [`extract`]: a [`Visitor`] that writes entries into fresh directories
 //!   ([`Layout`]), never through a link.
+//! - [`frame`]: content compressed into a zstd frame as it arrives (a dump from a
+//!   pipe), which the writer splices into the archive once it is complete.
 //! - [`hash`]: hashing readers and writers.
 //! - [`crypt`]: the age layer of `.tar.zst.age` archives (keys, streaming encryption
 //!   and decryption, re-encryption, scratch copies under a key that never leaves
@@ -23,6 +25,7 @@
 
 pub mod crypt;
 pub mod extract;
+pub mod frame;
 pub mod hash;
 pub mod reader;
 pub mod writer;
@@ -31,6 +34,7 @@ use std::io::{self, Read, Write};
 use std::path::PathBuf;
 
 pub use extract::{Extractor, Layout};
+pub use frame::{FrameSpool, SpooledFrame};
 pub use hash::{HashingReader, HashingWriter, hash_file, hex};
 pub use reader::{
     Expected, FoundEntry, HashOnly, Visitor, check_file, hash_reader, read_archive, read_archive_keyed,

@@ -22,6 +22,7 @@ use std::path::{Path, PathBuf};
 use tokio_util::sync::CancellationToken;
 
 use super::crypt::{BackgroundWriter, EncryptWriter, Recipients};
+use super::frame::SpooledFrame;
 use super::{ArchiveError, HashingReader, HashingWriter, IO_BUFFER};
 use crate::fsutil::{Front, StreamedFile};
 use crate::manifest::{Entry, EntryKind, MANIFEST_PATH, Manifest, Totals, escape};
@@ -35,7 +36,77 @@ fn os_path(bytes: &[u8]) -> &Path {
 /// Bytes per zstd worker job (see [`ArchiveWriter::new`]).
 const ZSTD_JOB_SIZE: u32 = 2 << 20;
 
-type Encoder = zstd::stream::write::Encoder<'static, Sink>;
+/// A zstd encoder with the archive's settings: level, content checksum, and with
+/// `workers > 1` that many threads on small jobs (see [`ZSTD_JOB_SIZE`]).
+pub(super) fn encoder<W: Write>(
+    out: W,
+    level: i32,
+    workers: u32,
+) -> io::Result<zstd::stream::write::Encoder<'static, W>> {
+    let mut encoder = zstd::stream::write::Encoder::new(out, level)?;
+    encoder.include_checksum(true)?;
+    if workers > 1 {
+        encoder.multithread(workers)?;
+        // zstd's default job is 4x the window (8 MiB at level 3), and it keeps input
+        // and output buffers for several jobs per worker: ~65 MiB here. 2 MiB jobs
+        // keep cofferd's peak near 50 MiB (4 MiB jobs: 64-72 MiB, at or over the
+        // 64 MiB target, and no faster on 2 cores).
+        encoder.set_parameter(zstd::stream::raw::CParameter::JobSize(ZSTD_JOB_SIZE))?;
+    }
+    Ok(encoder)
+}
+
+/// The tar stream's destination: zstd frames into the sink. Normally one frame; a
+/// precompressed frame spliced in ([`ArchiveWriter::add_frame`]) ends the current
+/// frame, its bytes follow as they are, and a new frame starts after them.
+struct Frames {
+    encoder: Option<zstd::stream::write::Encoder<'static, Sink>>,
+    level: i32,
+    workers: u32,
+}
+
+impl Frames {
+    fn new(sink: Sink, level: i32, workers: u32) -> io::Result<Frames> {
+        Ok(Frames {
+            encoder: Some(encoder(sink, level, workers)?),
+            level,
+            workers,
+        })
+    }
+
+    fn current(&mut self) -> io::Result<&mut zstd::stream::write::Encoder<'static, Sink>> {
+        self.encoder.as_mut().ok_or_else(broken_off)
+    }
+
+    /// Ends the current frame, copies `frame` (a complete zstd frame) into the sink
+    /// and starts the next frame.
+    fn splice(&mut self, frame: &mut dyn Read) -> io::Result<()> {
+        let mut sink = self.encoder.take().ok_or_else(broken_off)?.finish()?;
+        super::copy_large(frame, &mut sink)?;
+        self.encoder = Some(encoder(sink, self.level, self.workers)?);
+        Ok(())
+    }
+
+    /// Ends the last frame; the sink, to be finished.
+    fn finish(mut self) -> io::Result<Sink> {
+        self.encoder.take().ok_or_else(broken_off)?.finish()
+    }
+}
+
+/// A splice that failed half-way leaves no encoder: the archive is unusable.
+fn broken_off() -> io::Error {
+    io::Error::other("the archive stream broke off while a frame was spliced in")
+}
+
+impl Write for Frames {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.current()?.write(buf)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.current()?.flush()
+    }
+}
 
 /// The archive file as the compressed (or encrypted) stream reaches it.
 enum Output {
@@ -124,7 +195,7 @@ pub struct Follow {
 /// Writes one archive. Call [`ArchiveWriter::finish`] to complete it; dropping it
 /// leaves an incomplete file for the caller to remove.
 pub struct ArchiveWriter {
-    tar: tar::Builder<Encoder>,
+    tar: tar::Builder<Frames>,
     /// Checked on every read of entry content, so a shutdown stops a long entry.
     cancel: CancellationToken,
     entries: Vec<Entry>,
@@ -171,19 +242,8 @@ impl ArchiveWriter {
                 Sink::Encrypted(BackgroundWriter::new(age).map_err(ArchiveError::Write)?)
             }
         };
-        let mut encoder = zstd::stream::write::Encoder::new(sink, level).map_err(ArchiveError::Write)?;
-        encoder.include_checksum(true).map_err(ArchiveError::Write)?;
-        if workers > 1 {
-            encoder.multithread(workers).map_err(ArchiveError::Write)?;
-            // zstd's default job is 4x the window (8 MiB at level 3), and it keeps
-            // input and output buffers for several jobs per worker: ~65 MiB here.
-            // 2 MiB jobs keep cofferd's peak near 56 MiB (4 MiB jobs: 72 MiB, over
-            // the 64 MiB target) for ~10% of zstd's speed (zstd CLI, -B2M vs default).
-            encoder
-                .set_parameter(zstd::stream::raw::CParameter::JobSize(ZSTD_JOB_SIZE))
-                .map_err(ArchiveError::Write)?;
-        }
-        let mut tar = tar::Builder::new(encoder);
+        let frames = Frames::new(sink, level, workers).map_err(ArchiveError::Write)?;
+        let mut tar = tar::Builder::new(frames);
         tar.mode(tar::HeaderMode::Complete);
         tar.follow_symlinks(false);
         Ok(ArchiveWriter {
@@ -280,6 +340,48 @@ impl ArchiveWriter {
         Ok(())
     }
 
+    /// Adds the content of `frame` (see [`super::frame`]) as the regular file
+    /// `archive_path`: its tar header goes into the current zstd frame, the frame's
+    /// compressed bytes follow as they are, and the padding starts the next frame. The
+    /// content is not read here; reading the archive back checks it against `sha256`
+    /// like any entry's. `archive_path` must fit a tar header's name (100 bytes).
+    pub fn add_frame(
+        &mut self,
+        archive_path: &[u8],
+        frame: &SpooledFrame,
+        metadata: &Metadata,
+    ) -> Result<(), ArchiveError> {
+        if self.cancel.is_cancelled() {
+            return Err(ArchiveError::Cancelled);
+        }
+        let mut header = Self::header(tar::EntryType::Regular, metadata, frame.size);
+        header
+            .set_path(os_path(archive_path))
+            .map_err(ArchiveError::Write)?;
+        header.set_cksum();
+        let mut compressed = File::open(&frame.path).map_err(|source| ArchiveError::Source {
+            path: frame.path.clone(),
+            source,
+        })?;
+        let padding = (512 - frame.size % 512) % 512;
+        let frames = self.tar.get_mut();
+        frames
+            .write_all(header.as_bytes())
+            .and_then(|()| frames.splice(&mut compressed))
+            .and_then(|()| frames.write_all(&[0u8; 512][..padding as usize]))
+            .map_err(ArchiveError::Write)?;
+        self.push(Entry {
+            path: escape(archive_path),
+            kind: EntryKind::File,
+            size: frame.size,
+            sha256: frame.sha256.clone(),
+            mode: metadata.mode() & 0o7777,
+            mtime: metadata.mtime().max(0),
+            target: None,
+        });
+        Ok(())
+    }
+
     /// Adds a directory entry.
     pub fn add_dir(&mut self, archive_path: &[u8], metadata: &Metadata) -> Result<(), ArchiveError> {
         let mut header = Self::header(tar::EntryType::Directory, metadata, 0);
@@ -344,8 +446,8 @@ impl ArchiveWriter {
         self.tar
             .append_data(&mut header, MANIFEST_PATH, json.as_slice())
             .map_err(ArchiveError::Write)?;
-        let encoder = self.tar.into_inner().map_err(ArchiveError::Write)?;
-        let output = encoder
+        let frames = self.tar.into_inner().map_err(ArchiveError::Write)?;
+        let output = frames
             .finish()
             .and_then(Sink::finish)
             .map_err(ArchiveError::Write)?;
@@ -463,6 +565,64 @@ mod tests {
         let (read, read_size, read_sha) = reader.join().unwrap().unwrap();
         assert_eq!((read, read_size), (manifest, size));
         assert_eq!(read_sha, crate::archive::hash_file(&out).unwrap().1);
+    }
+
+    #[test]
+    fn a_spliced_frame_reads_back_as_an_ordinary_entry() {
+        let dir = tempfile::tempdir().unwrap();
+        let before = dir.path().join("before.bin");
+        std::fs::write(&before, vec![3u8; 70_000]).unwrap();
+        let dump: Vec<u8> = (0..2_000_003u32).map(|i| (i % 241) as u8).collect();
+        let mut spool = crate::archive::FrameSpool::create(&dir.path().join("dump.zst"), 3, 2).unwrap();
+        spool.write_all(&dump).unwrap();
+        let frame = spool.finish().unwrap();
+        let out = dir.path().join("a.tar.zst");
+        let mut writer =
+            ArchiveWriter::new(File::create(&out).unwrap(), 3, 2, CancellationToken::new()).unwrap();
+        let meta = std::fs::metadata(&before).unwrap();
+        writer
+            .add_file(b"media/0/before.bin", &before, &meta, &mut |_| {})
+            .unwrap();
+        writer.add_frame(b"db/shop.pgdump", &frame, &meta).unwrap();
+        writer
+            .add_file(b"media/0/after.bin", &before, &meta, &mut |_| {})
+            .unwrap();
+        let (manifest, size, sha) = writer.finish(manifest()).unwrap();
+        let (read, read_size, read_sha) =
+            read_archive(&out, None, &mut HashOnly, &mut |_| {}, &|| false).unwrap();
+        assert_eq!((read, read_size, Some(read_sha)), (manifest.clone(), size, sha));
+        let entry = manifest
+            .entries
+            .iter()
+            .find(|e| e.path == "db/shop.pgdump")
+            .unwrap();
+        assert_eq!(
+            (entry.size, entry.sha256.as_str()),
+            (frame.size, frame.sha256.as_str())
+        );
+        // What plain tools see: one zstd stream of several frames, one tar.
+        let tar_bytes = zstd::stream::decode_all(File::open(&out).unwrap()).unwrap();
+        let mut archive = tar::Archive::new(tar_bytes.as_slice());
+        let mut names = Vec::new();
+        for entry in archive.entries().unwrap() {
+            let mut entry = entry.unwrap();
+            let name = entry.path().unwrap().display().to_string();
+            if name == "db/shop.pgdump" {
+                let mut content = Vec::new();
+                entry.read_to_end(&mut content).unwrap();
+                assert!(content == dump, "the dump differs");
+            }
+            names.push(name);
+        }
+        assert_eq!(
+            names,
+            [
+                "media/0/before.bin",
+                "db/shop.pgdump",
+                "media/0/after.bin",
+                "manifest.json"
+            ]
+        );
     }
 
     #[test]
