@@ -40,6 +40,11 @@ impl FrameSpool {
         })
     }
 
+    /// Where the frame is written.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
     /// Ends the frame; what the archive writer needs to add it.
     pub fn finish(self) -> io::Result<SpooledFrame> {
         let (encoder, size, sha256) = self.out.finish();

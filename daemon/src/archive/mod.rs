@@ -40,7 +40,7 @@ pub use reader::{
     Expected, FoundEntry, HashOnly, Visitor, check_file, hash_reader, read_archive, read_archive_keyed,
     read_followed,
 };
-pub use writer::{ArchiveWriter, Follow};
+pub use writer::{ArchiveWriter, Follow, compression_workers};
 
 /// Read and write size for file contents: large enough that syscalls do not matter.
 pub const IO_BUFFER: usize = 256 << 10;

@@ -36,6 +36,11 @@ fn os_path(bytes: &[u8]) -> &Path {
 /// Bytes per zstd worker job (see [`ArchiveWriter::new`]).
 const ZSTD_JOB_SIZE: u32 = 2 << 20;
 
+/// Compression threads: one per core.
+pub fn compression_workers() -> u32 {
+    std::thread::available_parallelism().map_or(1, |n| n.get() as u32)
+}
+
 /// A zstd encoder with the archive's settings: level, content checksum, and with
 /// `workers > 1` that many threads on small jobs (see [`ZSTD_JOB_SIZE`]).
 pub(super) fn encoder<W: Write>(

@@ -100,7 +100,7 @@ impl Host {
                 .ok()
                 .and_then(|h| h.into_string().ok())
                 .unwrap_or_else(|| "unknown".to_owned()),
-            workers: std::thread::available_parallelism().map_or(1, |n| n.get() as u32),
+            workers: crate::archive::compression_workers(),
         }
     }
 

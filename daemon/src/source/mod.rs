@@ -180,7 +180,9 @@ pub fn for_job(job: &JobConfig) -> Box<dyn Source> {
             Box::new(sqlite::SqliteSource::encrypted(config.clone()))
         }
         SourceConfig::Sqlite(config) => Box::new(sqlite::SqliteSource::new(config.clone())),
-        SourceConfig::Postgres(config) => Box::new(postgres::PgSource::new(config.clone())),
+        SourceConfig::Postgres(config) => {
+            Box::new(postgres::PgSource::new(config.clone(), job.compression_level))
+        }
         SourceConfig::Mariadb(config) => Box::new(mariadb::MySource::new(config.clone())),
     }
 }
@@ -217,7 +219,9 @@ pub fn server_for(job: &JobConfig) -> Result<Box<dyn dump::DbServer>, SourceErro
             "job '{}' backs up an SQLite database, not a database server",
             job.name
         ))),
-        SourceConfig::Postgres(config) => Ok(Box::new(postgres::PgSource::new(config.clone()).server()?)),
+        SourceConfig::Postgres(config) => Ok(Box::new(
+            postgres::PgSource::new(config.clone(), job.compression_level).server()?,
+        )),
         SourceConfig::Mariadb(config) => Ok(Box::new(mariadb::MySource::new(config.clone()).server()?)),
     }
 }

@@ -11,19 +11,25 @@
 //!
 //! # A backup of a dump
 //!
-//! The dump is *spooled* into the run's staging directory and added to the archive
-//! only once it is complete: a tar header needs the entry's size before its content,
-//! and the dump must be validated (`pg_restore --list`, the `-- Dump completed`
-//! trailer) before it may become part of an archive, so a failed or truncated dump
-//! never does. (pg_dump also rewrites its table of contents at the end of a seekable
-//! `--file`, so its output cannot be hashed or archived while it is written.) The
-//! archive writer then reads the spool once, compressing it and computing the
-//! entry's sha256 in the same pass, and the spool is removed.
+//! A tar header needs the entry's size before its content, and the dump must be
+//! validated (`pg_restore --list`, the `-- Dump completed` trailer) before it may
+//! become part of an archive, so a failed or truncated dump never does. So the dump
+//! is *spooled* into the run's staging directory first:
+//! - PostgreSQL: pg_dump writes to a pipe, and its output is compressed into a zstd
+//!   frame as it arrives ([`crate::archive::FrameSpool`], hashing it on the way); once
+//!   validated, the frame is spliced into the archive as it is
+//!   ([`ArchiveWriter::add_frame`]). Nothing uncompressed reaches the disk and nothing
+//!   is compressed twice.
+//! - MariaDB: mariadb-dump's output is spooled as a plain file (its trailer is checked
+//!   there), which the archive writer then reads once, compressing it and computing
+//!   the entry's sha256 in the same pass.
+//!
+//! The spool is removed once it is in the archive.
 //!
 //! ```text
 //! begin ─▶ thread: probe ─▶ [pg_export_snapshot: the point] ─▶ dump to staging ─▶ validate
 //! wait_point ◀─ point (PostgreSQL) | start (MariaDB)
-//! archive: join ─▶ writer.add_file(db/<name>.pgdump|.sql) ─▶ DumpInfo for the manifest
+//! archive: join ─▶ writer.add_frame | add_file (db/<name>.pgdump|.sql) ─▶ DumpInfo for the manifest
 //! ```
 //!
 //! - [`tools`]: finds a job's client tools; a missing one is one sentence.
@@ -55,7 +61,7 @@ pub use scrub::Scrubber;
 pub use swap::{Recovered, SwapFailure, SwapPhase, SwapRecord};
 
 use super::{MediaOrder, Snapshot, SourceError, Step};
-use crate::archive::ArchiveWriter;
+use crate::archive::{ArchiveWriter, SpooledFrame};
 use crate::config::ServerKind;
 use crate::manifest::{DumpInfo, SourceInfo};
 
@@ -153,6 +159,9 @@ pub struct DumpOutcome {
     pub entries: u64,
     /// What the tool printed on stderr although it succeeded (scrubbed), for logs.
     pub warnings: String,
+    /// Where the dump is: a spooled zstd frame (PostgreSQL, dumped to a pipe), or
+    /// `None` for the plain spool file (MariaDB).
+    pub frame: Option<SpooledFrame>,
 }
 
 /// What a validation found in a dump file.
@@ -450,21 +459,33 @@ impl Snapshot for DumpSnapshot {
         }
         let meta =
             std::fs::metadata(&self.spool).map_err(SourceError::io("cannot read the dump", &self.spool))?;
-        let size = meta.len();
+        let size = outcome.frame.as_ref().map_or(meta.len(), |frame| frame.size);
         progress(Step::Copying {
             done: size,
             total: size,
         });
-        let mut added = 0;
-        writer
-            .add_file(self.entry.as_bytes(), &self.spool, &meta, &mut |n| {
-                added += n;
-                progress(Step::Archived {
-                    done: added,
-                    total: size,
-                });
-            })
-            .map_err(SourceError::Archive)?;
+        match &outcome.frame {
+            // Compressed as it was dumped: its bytes go into the archive as they are.
+            Some(frame) => writer
+                .add_frame(self.entry.as_bytes(), frame, &meta)
+                .map_err(SourceError::Archive)?,
+            None => {
+                let mut added = 0;
+                writer
+                    .add_file(self.entry.as_bytes(), &self.spool, &meta, &mut |n| {
+                        added += n;
+                        progress(Step::Archived {
+                            done: added,
+                            total: size,
+                        });
+                    })
+                    .map_err(SourceError::Archive)?;
+            }
+        }
+        progress(Step::Archived {
+            done: size,
+            total: size,
+        });
         // Free the staging space now rather than after the verification.
         if let Err(e) = std::fs::remove_file(&self.spool) {
             tracing::warn!(path = %self.spool.display(), "cannot remove the dump spool: {e}");

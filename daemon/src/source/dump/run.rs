@@ -7,7 +7,7 @@
 //! what they touch (so a pipe some stray grandchild keeps open cannot block us):
 //!
 //! ```text
-//!   input (bytes | file) --feeder--> child stdin
+//!   input (bytes | file | a spooled frame's content) --feeder--> child stdin
 //!   child stdout --reader--> bounded channel --> this thread --> sink (capture | Write)
 //!   child stderr --collector--> head + tail buffer --> scrubbed text
 //! ```
@@ -16,7 +16,8 @@
 //! never crosses a thread; it wakes at least every 50 ms (`POLL`) to check the caller's
 //! `cancelled()`, the timeout and progress, and kills the child (SIGKILL) on either.
 //! A tool that is killed, exits non-zero, or whose input could not be fed in full
-//! is a failure, whatever it printed.
+//! is a failure, whatever it printed (except a tool given [`Input::Head`], which is
+//! meant to stop reading early).
 
 use std::collections::VecDeque;
 use std::ffi::OsString;
@@ -31,6 +32,7 @@ use std::time::{Duration, Instant};
 use super::error::DbError;
 use super::scrub::Scrubber;
 use super::tools::Tool;
+use crate::archive::SpooledFrame;
 
 /// How often the calling thread wakes to check cancellation, timeouts and progress.
 const POLL: Duration = Duration::from_millis(50);
@@ -94,6 +96,10 @@ pub(crate) enum Input<'a> {
     Bytes(&'a [u8]),
     /// A dump file, streamed.
     File(&'a Path),
+    /// The content of a spooled zstd frame (a dump compressed as it was taken), for a
+    /// tool that reads only as much as it needs (`pg_restore --list` stops after the
+    /// table of contents): its stopping early is no error.
+    Head(&'a SpooledFrame),
 }
 
 /// Where the child's stdout goes.
@@ -106,13 +112,11 @@ pub(crate) enum Sink<'a> {
 
 /// What "done" means for progress.
 #[derive(Clone, Copy)]
-pub(crate) enum Meter<'a> {
+pub(crate) enum Meter {
     /// Bytes written to the sink.
     Sink,
     /// Bytes fed from the input.
     Fed,
-    /// The size of a file the tool writes itself.
-    FileSize(&'a Path),
     /// Bytes the tool and its children have read (`rchar` in /proc/<pid>/io): a tool
     /// reading a file.
     ToolRead,
@@ -128,7 +132,7 @@ pub(crate) struct Job<'a> {
     /// What the run is, for messages: "the dump of database 'shop'".
     pub action: String,
     pub timeout: Option<Duration>,
-    pub meter: Meter<'a>,
+    pub meter: Meter,
     /// The progress total to report (an estimate; 0 if unknown).
     pub total: u64,
 }
@@ -179,7 +183,7 @@ impl<'a> Job<'a> {
         self
     }
 
-    pub fn meter(mut self, meter: Meter<'a>, total: u64) -> Self {
+    pub fn meter(mut self, meter: Meter, total: u64) -> Self {
         self.meter = meter;
         self.total = total;
         self
@@ -410,7 +414,11 @@ const GRACE: Duration = Duration::from_secs(2);
 /// What the child reads, opened before it is spawned.
 enum Feed {
     Bytes(Vec<u8>),
-    File(std::fs::File),
+    /// A stream; with `may_stop`, a child that stops reading it early is no error.
+    Stream {
+        reader: Box<dyn Read + Send>,
+        may_stop: bool,
+    },
 }
 
 impl Feed {
@@ -421,9 +429,20 @@ impl Feed {
         Ok(match input {
             Input::Null => None,
             Input::Bytes(bytes) => Some(Feed::Bytes(bytes.to_vec())),
-            Input::File(path) => Some(Feed::File(
-                std::fs::File::open(path).map_err(DbError::io("cannot open the dump", path))?,
-            )),
+            Input::File(path) => Some(Feed::Stream {
+                reader: Box::new(
+                    std::fs::File::open(path).map_err(DbError::io("cannot open the dump", path))?,
+                ),
+                may_stop: false,
+            }),
+            Input::Head(frame) => Some(Feed::Stream {
+                reader: Box::new(
+                    frame
+                        .content()
+                        .map_err(DbError::io("cannot open the dump", &frame.path))?,
+                ),
+                may_stop: true,
+            }),
         })
     }
 
@@ -440,16 +459,20 @@ impl Feed {
                 fed.store(bytes.len() as u64, Ordering::Relaxed);
                 Ok(())
             }
-            Feed::File(mut file) => {
+            Feed::Stream { mut reader, may_stop } => {
                 let mut buf = vec![0u8; CHUNK];
                 loop {
-                    let n = match file.read(&mut buf) {
+                    let n = match reader.read(&mut buf) {
                         Ok(0) => return Ok(()),
                         Ok(n) => n,
                         Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
                         Err(e) => return Err(e),
                     };
-                    stdin.write_all(&buf[..n])?;
+                    match stdin.write_all(&buf[..n]) {
+                        Ok(()) => {}
+                        Err(e) if may_stop && e.kind() == std::io::ErrorKind::BrokenPipe => return Ok(()),
+                        Err(e) => return Err(e),
+                    }
                     fed.fetch_add(n as u64, Ordering::Relaxed);
                 }
             }
@@ -499,13 +522,13 @@ fn read_stdout(stdout: Option<std::process::ChildStdout>) -> mpsc::Receiver<Vec<
 }
 
 /// A child being run, with what the calling thread watches.
-struct Running<'a> {
+struct Running {
     child: std::process::Child,
     pid: u32,
     fed: Arc<AtomicU64>,
     started: Instant,
     timeout: Option<Duration>,
-    meter: Meter<'a>,
+    meter: Meter,
     total: u64,
     last_report: Option<Instant>,
     /// The highest progress reported so far.
@@ -514,7 +537,7 @@ struct Running<'a> {
     captured: Vec<u8>,
 }
 
-impl Running<'_> {
+impl Running {
     fn report(&mut self, ctl: &mut Control<'_>, force: bool) {
         if !force && self.last_report.is_some_and(|t| t.elapsed() < PROGRESS_EVERY) {
             return;
@@ -523,7 +546,6 @@ impl Running<'_> {
         let done = match self.meter {
             Meter::Sink => self.written,
             Meter::Fed => self.fed.load(Ordering::Relaxed),
-            Meter::FileSize(path) => std::fs::metadata(path).map(|m| m.len()).unwrap_or(0),
             Meter::ToolRead => tree_rchar(self.pid),
         };
         // Workers that exited take their count with them: never report less.

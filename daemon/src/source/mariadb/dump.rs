@@ -146,6 +146,7 @@ impl Mariadb {
             snapshot: None,
             entries: 0,
             warnings: outcome.stderr,
+            frame: None,
         })
     }
 

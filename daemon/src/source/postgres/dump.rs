@@ -1,16 +1,19 @@
-//! Dumping a PostgreSQL database: `pg_dump --format=custom --compress=0 --create
-//! --no-sync --file=<spool>`, then validating the file.
+//! Dumping a PostgreSQL database: `pg_dump --format=custom --compress=0 --create` to
+//! a pipe, compressed into a zstd frame in staging as it arrives, then validated.
 //!
 //! `--compress=0` because the archive is zstd-compressed anyway (pg_dump's zlib would
 //! cost several times the rest of the backup); `--create` so the dump also carries
 //! the database's own settings, grants and comment (a plain `pg_restore --create` by
-//! hand then rebuilds it whole); a seekable `--file` so the table of contents records
-//! data offsets (`pg_restore -j` needs them); `--no-sync` because the spool is
-//! scratch. The snapshot is first exported from a `psql` session
+//! hand then rebuilds it whole); standard output rather than `--file`, so nothing
+//! uncompressed is written and the dump's bytes are final as they arrive (with a
+//! seekable file pg_dump rewrites its table of contents at the end): the price is a
+//! table of contents without data offsets, so `pg_restore` reads the dump front to
+//! back, as Coffer's restores do (`pg_restore -j` on it is not supported). The
+//! snapshot is first exported from a `psql` session
 //! (`pg_export_snapshot()`) and handed to `pg_dump --snapshot`, so the backup learns
 //! the exact moment the consistent state is fixed and archives the media meanwhile.
-//! Exit status 0 and a clean `pg_restore --list` are both required; a failed dump's
-//! file is removed.
+//! Exit status 0 and a clean `pg_restore --list` (of the frame's content) are both
+//! required; a failed dump's spool is removed.
 
 use std::ffi::OsString;
 use std::io::{BufRead, BufReader, Read, Write};
@@ -21,7 +24,8 @@ use std::time::{Duration, Instant};
 
 use super::toc::TocScan;
 use super::{Postgres, QUERY_TIMEOUT};
-use crate::source::dump::run::{self, Control, Job, Meter, Sink, never_cancelled};
+use crate::archive::{FrameSpool, SpooledFrame};
+use crate::source::dump::run::{self, Control, Input, Job, Meter, Sink, never_cancelled};
 use crate::source::dump::tools::PgTools;
 use crate::source::dump::{DbError, DumpCheck, DumpOutcome, ProbeFacts, Scrubber};
 
@@ -185,30 +189,33 @@ impl Postgres {
         args
     }
 
-    /// Dumps the database, probed as `facts` just before, into `path` (created or
-    /// truncated; normally a staging file the caller then archives, since the tar
-    /// header needs the size first), then validates it. `on_snapshot` is called once the consistent state is fixed
-    /// (with `export_snapshot`: when the snapshot was exported; otherwise just before
-    /// pg_dump starts, whose snapshot is taken moments later). Progress counts the
-    /// file's bytes against the table data size. On any failure `path` is removed.
-    pub fn dump_file(
+    /// Dumps the database, probed as `facts` just before, into the zstd frame `spool`
+    /// (see [`crate::archive::frame`]): pg_dump writes to a pipe, and its output is
+    /// compressed and hashed as it arrives, so no uncompressed copy ever reaches the
+    /// disk and nothing is left to do after the dump but to validate it. `on_snapshot`
+    /// is called once the consistent state is fixed (with `export_snapshot`: when the
+    /// snapshot was exported; otherwise just before pg_dump starts, whose snapshot is
+    /// taken moments later). Progress counts the dump's bytes against the table data
+    /// size. On any failure the spool is removed. The outcome's `frame` is the dump.
+    pub fn dump_frame(
         &self,
-        path: &Path,
+        spool: FrameSpool,
         opts: &PgDumpOptions,
         facts: ProbeFacts,
         ctl: &mut Control<'_>,
         on_snapshot: &mut dyn FnMut(),
     ) -> Result<DumpOutcome, DbError> {
-        let result = self.dump_file_inner(path, opts, facts, ctl, on_snapshot);
+        let path = spool.path().to_owned();
+        let result = self.dump_frame_inner(spool, opts, facts, ctl, on_snapshot);
         if result.is_err() {
-            let _ = std::fs::remove_file(path);
+            let _ = std::fs::remove_file(&path);
         }
         result
     }
 
-    fn dump_file_inner(
+    fn dump_frame_inner(
         &self,
-        path: &Path,
+        mut spool: FrameSpool,
         opts: &PgDumpOptions,
         facts: ProbeFacts,
         ctl: &mut Control<'_>,
@@ -221,30 +228,69 @@ impl Postgres {
             (None, None)
         };
         on_snapshot();
-        let mut file_arg = OsString::from("--file=");
-        file_arg.push(path);
         let job = Job::new(
             &self.tools.pg_dump,
             format!("the dump of database '{}'", self.database()),
         )
         .args(self.dump_args(opts, snapshot.as_deref()))
-        .arg("--no-sync")
-        .arg(file_arg)
         .arg(format!("--dbname={}", self.uri(self.database())))
         .envs(&self.env)
-        .meter(Meter::FileSize(path), facts.data_bytes);
+        .sink(Sink::Writer(&mut spool))
+        .meter(Meter::Sink, facts.data_bytes);
         let result = run::run(job, ctl, self.scrubber());
         if let Some(holder) = holder {
             holder.release();
         }
         let outcome = result?;
-        let check = self.validate(path)?;
+        let path = spool.path().to_owned();
+        let frame = spool
+            .finish()
+            .map_err(DbError::io("cannot write the dump", &path))?;
+        let check = self.validate_frame(&frame)?;
         Ok(DumpOutcome {
             bytes: check.bytes,
             facts,
             snapshot,
             entries: check.entries,
             warnings: outcome.stderr,
+            frame: Some(frame),
+        })
+    }
+
+    /// Checks a dump in a spooled frame: not empty, readable by `pg_restore --list`
+    /// (which reads the table of contents from the frame's content on its stdin),
+    /// custom format.
+    fn validate_frame(&self, frame: &SpooledFrame) -> Result<DumpCheck, DbError> {
+        let invalid = |reason: String| DbError::InvalidDump {
+            path: frame.path.clone(),
+            reason,
+        };
+        if frame.size == 0 {
+            return Err(invalid("it is empty".into()));
+        }
+        let mut scan = TocScan::default();
+        let job = Job::new(
+            &self.tools.pg_restore,
+            format!("reading the table of contents of {}", frame.path.display()),
+        )
+        .arg("--list")
+        .envs(&self.env)
+        .stdin(Input::Head(frame))
+        .sink(Sink::Writer(&mut scan))
+        .timeout(QUERY_TIMEOUT);
+        run::run(job, &mut Control::cancel_only(&never_cancelled), self.scrubber()).map_err(|e| match e {
+            DbError::Tool { detail, .. } => invalid(format!("pg_restore --list rejects it: {detail}")),
+            other => other,
+        })?;
+        if !scan.custom_format {
+            return Err(invalid(
+                "pg_restore --list does not report a custom-format archive".into(),
+            ));
+        }
+        Ok(DumpCheck {
+            bytes: frame.size,
+            entries: scan.entries,
+            database: scan.database,
         })
     }
 

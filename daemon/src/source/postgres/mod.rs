@@ -44,6 +44,7 @@ use super::dump::{
     Session, SwapRecord, VerifyOutcome,
 };
 use super::{Estimate, MediaOrder, Snapshot, Source, SourceError};
+use crate::archive::FrameSpool;
 use crate::config::{PostgresConfig, ServerKind};
 
 /// Field separator of `psql -A` output (ASCII unit separator: never in our values).
@@ -65,11 +66,13 @@ fn credentials_directory() -> Option<PathBuf> {
 /// A PostgreSQL job's source.
 pub struct PgSource {
     config: PostgresConfig,
+    /// The job's zstd level: the dump is compressed as it arrives (see [`dump`]).
+    level: i32,
 }
 
 impl PgSource {
-    pub fn new(config: PostgresConfig) -> PgSource {
-        PgSource { config }
+    pub fn new(config: PostgresConfig, level: i32) -> PgSource {
+        PgSource { config, level }
     }
 
     /// The job's server: its tools (found now, versions read) and connection.
@@ -121,6 +124,7 @@ impl Source for PgSource {
         server.check_tool_version(&facts)?;
         let estimate = facts.data_bytes;
         let database = server.database().to_owned();
+        let (level, workers) = (self.level, crate::archive::compression_workers());
         let snapshot = DumpSnapshot::start(
             ServerKind::Postgres,
             &database,
@@ -129,8 +133,10 @@ impl Source for PgSource {
             estimate,
             cancel,
             move |task| {
+                let spool = FrameSpool::create(&task.spool, level, workers)
+                    .map_err(DbError::io("cannot create the dump spool", &task.spool))?;
                 task.run(|ctl| {
-                    server.dump_file(&task.spool, &PgDumpOptions::default(), facts, ctl, &mut || {
+                    server.dump_frame(spool, &PgDumpOptions::default(), facts, ctl, &mut || {
                         task.point.fix()
                     })
                 })
