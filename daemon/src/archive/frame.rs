@@ -19,8 +19,7 @@ use std::fs::File;
 use std::io::{self, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
 
-use super::HashingWriter;
-use super::writer::encoder;
+use super::{HashingWriter, encoder};
 
 /// Content being compressed into a zstd frame at a path (created; removed by the
 /// caller, e.g. with the run's staging directory).

@@ -23,7 +23,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::crypt::{BackgroundWriter, EncryptWriter, Recipients};
 use super::frame::SpooledFrame;
-use super::{ArchiveError, HashingReader, HashingWriter, IO_BUFFER};
+use super::{ArchiveError, HashingReader, HashingWriter, IO_BUFFER, encoder};
 use crate::fsutil::{Front, StreamedFile};
 use crate::manifest::{Entry, EntryKind, MANIFEST_PATH, Manifest, Totals, escape};
 
@@ -31,34 +31,6 @@ use crate::manifest::{Entry, EntryKind, MANIFEST_PATH, Manifest, Totals, escape}
 /// are, with a GNU long-name entry when needed).
 fn os_path(bytes: &[u8]) -> &Path {
     Path::new(std::ffi::OsStr::from_bytes(bytes))
-}
-
-/// Bytes per zstd worker job (see [`ArchiveWriter::new`]).
-const ZSTD_JOB_SIZE: u32 = 2 << 20;
-
-/// Compression threads: one per core.
-pub fn compression_workers() -> u32 {
-    std::thread::available_parallelism().map_or(1, |n| n.get() as u32)
-}
-
-/// A zstd encoder with the archive's settings: level, content checksum, and with
-/// `workers > 1` that many threads on small jobs (see [`ZSTD_JOB_SIZE`]).
-pub(super) fn encoder<W: Write>(
-    out: W,
-    level: i32,
-    workers: u32,
-) -> io::Result<zstd::stream::write::Encoder<'static, W>> {
-    let mut encoder = zstd::stream::write::Encoder::new(out, level)?;
-    encoder.include_checksum(true)?;
-    if workers > 1 {
-        encoder.multithread(workers)?;
-        // zstd's default job is 4x the window (8 MiB at level 3), and it keeps input
-        // and output buffers for several jobs per worker: ~65 MiB here. 2 MiB jobs
-        // keep cofferd's peak near 50 MiB (4 MiB jobs: 64-72 MiB, at or over the
-        // 64 MiB target, and no faster on 2 cores).
-        encoder.set_parameter(zstd::stream::raw::CParameter::JobSize(ZSTD_JOB_SIZE))?;
-    }
-    Ok(encoder)
 }
 
 /// The tar stream's destination: zstd frames into the sink. Normally one frame; a
