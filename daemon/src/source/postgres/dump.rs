@@ -261,55 +261,49 @@ impl Postgres {
     /// (which reads the table of contents from the frame's content on its stdin),
     /// custom format.
     fn validate_frame(&self, frame: &SpooledFrame) -> Result<DumpCheck, DbError> {
-        let invalid = |reason: String| DbError::InvalidDump {
-            path: frame.path.clone(),
-            reason,
-        };
-        if frame.size == 0 {
-            return Err(invalid("it is empty".into()));
-        }
-        let mut scan = TocScan::default();
-        let job = Job::new(
-            &self.tools.pg_restore,
-            format!("reading the table of contents of {}", frame.path.display()),
-        )
-        .arg("--list")
-        .envs(&self.env)
-        .stdin(Input::Head(frame))
-        .sink(Sink::Writer(&mut scan))
-        .timeout(QUERY_TIMEOUT);
-        run::run(job, &mut Control::cancel_only(&never_cancelled), self.scrubber()).map_err(|e| match e {
-            DbError::Tool { detail, .. } => invalid(format!("pg_restore --list rejects it: {detail}")),
-            other => other,
-        })?;
-        if !scan.custom_format {
-            return Err(invalid(
-                "pg_restore --list does not report a custom-format archive".into(),
-            ));
-        }
-        Ok(DumpCheck {
-            bytes: frame.size,
-            entries: scan.entries,
-            database: scan.database,
-        })
+        validate_with(&self.tools, &self.env, self.scrubber(), DumpAt::Frame(frame))
     }
 
     pub(super) fn list(&self, path: &Path, create: bool) -> Result<TocScan, DbError> {
-        list_toc(&self.tools, &self.env, self.scrubber(), path, create)
+        list_toc(
+            &self.tools,
+            &self.env,
+            self.scrubber(),
+            DumpAt::File(path),
+            create,
+        )
     }
 
     /// Checks a dump file: not empty, readable by `pg_restore --list`, custom format.
     pub fn validate(&self, path: &Path) -> Result<DumpCheck, DbError> {
-        validate_with(&self.tools, &self.env, self.scrubber(), path)
+        validate_with(&self.tools, &self.env, self.scrubber(), DumpAt::File(path))
     }
 }
 
-/// Reads the table of contents of the dump at `path` with `pg_restore --list`.
+/// A dump for `pg_restore --list`: a file it opens, or a spooled frame whose content
+/// it reads on stdin (stopping after the table of contents).
+#[derive(Clone, Copy)]
+enum DumpAt<'a> {
+    File(&'a Path),
+    Frame(&'a SpooledFrame),
+}
+
+impl DumpAt<'_> {
+    /// The file that holds the dump, for messages.
+    fn path(&self) -> &Path {
+        match self {
+            DumpAt::File(path) => path,
+            DumpAt::Frame(frame) => &frame.path,
+        }
+    }
+}
+
+/// Reads the table of contents of `dump` with `pg_restore --list`.
 fn list_toc(
     tools: &PgTools,
     env: &[(OsString, OsString)],
     scrubber: &Scrubber,
-    path: &Path,
+    dump: DumpAt<'_>,
     create: bool,
 ) -> Result<TocScan, DbError> {
     let mut scan = TocScan::default();
@@ -317,16 +311,22 @@ fn list_toc(
     if create {
         args.push("--create".into());
     }
-    args.push("--".into());
-    args.push(path.into());
-    let job = Job::new(
+    let mut job = Job::new(
         &tools.pg_restore,
-        format!("reading the table of contents of {}", path.display()),
-    )
-    .args(args)
-    .envs(env)
-    .sink(Sink::Writer(&mut scan))
-    .timeout(QUERY_TIMEOUT);
+        format!("reading the table of contents of {}", dump.path().display()),
+    );
+    match dump {
+        DumpAt::File(path) => {
+            args.push("--".into());
+            args.push(path.into());
+        }
+        DumpAt::Frame(frame) => job = job.stdin(Input::Head(frame)),
+    }
+    let job = job
+        .args(args)
+        .envs(env)
+        .sink(Sink::Writer(&mut scan))
+        .timeout(QUERY_TIMEOUT);
     run::run(job, &mut Control::cancel_only(&never_cancelled), scrubber)?;
     Ok(scan)
 }
@@ -334,26 +334,29 @@ fn list_toc(
 /// Checks a dump file without a server: not empty, readable by `pg_restore --list`,
 /// custom format.
 pub fn validate_file(tools: &PgTools, path: &Path) -> Result<DumpCheck, DbError> {
-    validate_with(tools, &[], &Scrubber::default(), path)
+    validate_with(tools, &[], &Scrubber::default(), DumpAt::File(path))
 }
 
 fn validate_with(
     tools: &PgTools,
     env: &[(OsString, OsString)],
     scrubber: &Scrubber,
-    path: &Path,
+    dump: DumpAt<'_>,
 ) -> Result<DumpCheck, DbError> {
     let invalid = |reason: String| DbError::InvalidDump {
-        path: path.to_owned(),
+        path: dump.path().to_owned(),
         reason,
     };
-    let bytes = std::fs::metadata(path)
-        .map_err(|e| invalid(format!("it cannot be read ({e})")))?
-        .len();
+    let bytes = match dump {
+        DumpAt::File(path) => std::fs::metadata(path)
+            .map_err(|e| invalid(format!("it cannot be read ({e})")))?
+            .len(),
+        DumpAt::Frame(frame) => frame.size,
+    };
     if bytes == 0 {
         return Err(invalid("it is empty".into()));
     }
-    let scan = list_toc(tools, env, scrubber, path, false).map_err(|e| match e {
+    let scan = list_toc(tools, env, scrubber, dump, false).map_err(|e| match e {
         DbError::Tool { detail, .. } => invalid(format!("pg_restore --list rejects it: {detail}")),
         other => other,
     })?;
