@@ -207,7 +207,12 @@ fn valid() -> &'static Valid {
                 coffer_daemon::source::media::add_to_archive(&mut writer, item, &mut |_| {}).unwrap();
             }
         }
-        let (manifest, size, sha) = writer.finish(blank_manifest()).unwrap();
+        let coffer_daemon::archive::Finished {
+            manifest,
+            size,
+            sha256: sha,
+            ..
+        } = writer.finish(blank_manifest()).unwrap();
         let bytes = fs::read(&out).unwrap();
         assert_eq!(bytes.len() as u64, size);
         let tar = zstd::decode_all(bytes.as_slice()).unwrap();

@@ -3,12 +3,13 @@
 //! A tar header needs an entry's size before its content, so content read from a pipe
 //! (a database dump) cannot stream straight into an archive. Rather than spooling it
 //! raw and compressing it again afterwards, it is compressed as it arrives into a
-//! [`FrameSpool`] — one zstd frame in staging, with the content's size and sha256
-//! counted on the way. Once the content is complete (and validated by its source),
-//! [`crate::archive::ArchiveWriter::add_frame`] writes the tar header and copies the
-//! frame's bytes into the archive as they are. zstd frames concatenate, so the archive
-//! is still one standard `.tar.zst` that `zstd -d` and `tar --zstd` read whole, and
-//! reading it back checks the content against the manifest's sha256 like any entry's.
+//! [`FrameSpool`] — one zstd frame in staging, with the content's size, sha256 and
+//! fingerprint counted on the way. Once the content is complete (and validated by its
+//! source), [`crate::archive::ArchiveWriter::add_frame`] writes the tar header and
+//! copies the frame's bytes into the archive as they are. zstd frames concatenate, so
+//! the archive is still one standard `.tar.zst` that `zstd -d` and `tar --zstd` read
+//! whole, and reading it back checks the content like any entry's (against the
+//! manifest's sha256, or, while a backup is written, against the fingerprint).
 //!
 //! ```text
 //! pipe ─▶ FrameSpool (sha256, size) ─▶ zstd frame in staging ─▶ validate (content())
@@ -19,12 +20,13 @@ use std::fs::File;
 use std::io::{self, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
 
-use super::{HashingWriter, encoder};
+use super::encoder;
+use super::hash::{Digesting, Digests, Fingerprint};
 
 /// Content being compressed into a zstd frame at a path (created; removed by the
 /// caller, e.g. with the run's staging directory).
 pub struct FrameSpool {
-    out: HashingWriter<zstd::stream::write::Encoder<'static, File>>,
+    out: Digesting<zstd::stream::write::Encoder<'static, File>>,
     path: PathBuf,
 }
 
@@ -34,7 +36,13 @@ impl FrameSpool {
     pub fn create(path: &Path, level: i32, workers: u32) -> io::Result<FrameSpool> {
         let file = File::create_new(path)?;
         Ok(FrameSpool {
-            out: HashingWriter::new(encoder(file, level, workers)?),
+            out: Digesting::new(
+                encoder(file, level, workers)?,
+                Digests {
+                    sha256: true,
+                    fingerprint: true,
+                },
+            ),
             path: path.to_owned(),
         })
     }
@@ -46,12 +54,14 @@ impl FrameSpool {
 
     /// Ends the frame; what the archive writer needs to add it.
     pub fn finish(self) -> io::Result<SpooledFrame> {
-        let (encoder, size, sha256) = self.out.finish();
+        let (encoder, digested) = self.out.finish();
         encoder.finish()?.flush()?;
+        let missing = || io::Error::other("the frame spool lost a digest");
         Ok(SpooledFrame {
             path: self.path,
-            size,
-            sha256,
+            size: digested.size,
+            sha256: digested.sha256.ok_or_else(missing)?,
+            fingerprint: digested.fingerprint.ok_or_else(missing)?,
         })
     }
 }
@@ -75,6 +85,8 @@ pub struct SpooledFrame {
     pub size: u64,
     /// The content's sha256 (hex).
     pub sha256: String,
+    /// The content's fingerprint, for a follower of the archive it goes into.
+    pub fingerprint: Fingerprint,
 }
 
 impl SpooledFrame {

@@ -14,7 +14,8 @@
 //!   ([`Layout`]), never through a link.
 //! - [`frame`]: content compressed into a zstd frame as it arrives (a dump from a
 //!   pipe), which the writer splices into the archive once it is complete.
-//! - [`hash`]: hashing readers and writers.
+//! - [`hash`]: hashing readers and writers; the fingerprints a backup's read-back
+//!   compares with what was written.
 //! - [`crypt`]: the age layer of `.tar.zst.age` archives (keys, streaming encryption
 //!   and decryption, re-encryption, scratch copies under a key that never leaves
 //!   memory). The writer encrypts when given recipients; the reader decrypts when the
@@ -35,12 +36,12 @@ use std::path::PathBuf;
 
 pub use extract::{Extractor, Layout};
 pub use frame::{FrameSpool, SpooledFrame};
-pub use hash::{HashingReader, HashingWriter, hash_file, hex};
+pub use hash::{Digested, Digesting, Digests, Fingerprint, HashingReader, HashingWriter, hash_file, hex};
 pub use reader::{
-    Expected, FoundEntry, HashOnly, Visitor, check_file, hash_reader, read_archive, read_archive_keyed,
-    read_followed,
+    Expected, Followed, FoundEntry, HashOnly, Visitor, check_file, hash_followed, hash_reader, read_archive,
+    read_archive_keyed, read_followed,
 };
-pub use writer::{ArchiveWriter, Follow};
+pub use writer::{ArchiveWriter, Finished, Follow};
 
 /// Bytes per zstd worker job (see [`ArchiveWriter::new`]).
 const ZSTD_JOB_SIZE: u32 = 2 << 20;

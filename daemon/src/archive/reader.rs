@@ -6,6 +6,8 @@
 //! entry *before* its bytes are read. Each entry's sha256 is computed as the visitor
 //! reads; at the end the archive's manifest must list exactly the entries seen, with
 //! the same kinds, sizes and hashes, and the file's own sha256 must match the sidecar.
+//! [`read_followed`] reads a backup back while it is written: it fingerprints the
+//! content instead, and [`Followed::check`] compares that with what the writer read.
 //!
 //! An age-encrypted archive (`.tar.zst.age`, told by its first bytes) is decrypted as
 //! it streams when keys are given ([`read_archive_keyed`], [`read_followed`]); the
@@ -19,6 +21,8 @@ use std::io::{self, Read};
 use std::path::Path;
 
 use super::crypt::{self, CryptError, Identities};
+use super::hash::{Digested, Digesting, Digests, Fingerprint};
+use super::writer::Finished;
 use super::{ArchiveError, HashingReader, IO_BUFFER, copy_large, data_error, invalid};
 use crate::manifest::{self, Entry, EntryKind, MANIFEST_PATH, Manifest, escape};
 
@@ -102,8 +106,15 @@ pub fn read_archive_keyed(
             )));
         }
     }
-    let (manifest, size, sha256, seen) =
-        read_stream(file, keys, expected.as_ref(), visitor, progress, cancelled)?;
+    let (manifest, size, sha256, seen) = read_stream(
+        file,
+        keys,
+        expected.as_ref(),
+        SHA256_ONLY,
+        visitor,
+        progress,
+        cancelled,
+    )?;
     if let Some(exp) = &expected {
         if &manifest != exp.manifest {
             return Err(invalid("manifest.json differs from the backup's sidecar"));
@@ -119,29 +130,101 @@ pub fn read_archive_keyed(
     Ok((manifest, size, sha256))
 }
 
-/// Reads an archive arriving through `reader` (a file, or a [`crate::fsutil::Follower`]
-/// of one being written; decrypted with `keys` if it is age-encrypted) in one
-/// streaming pass and checks that its manifest lists exactly the entries it holds,
-/// with their hashes: what [`read_archive`] does without a sidecar.
+/// Reads an archive being written, arriving through `reader` (a
+/// [`crate::fsutil::Follower`]; decrypted with `keys` if it is age-encrypted), in one
+/// streaming pass: every entry is checked as [`read_archive`] checks it without a
+/// sidecar, and its content is fingerprinted rather than hashed (see
+/// [`crate::archive::hash`]). What it found means nothing until
+/// [`Followed::check`] compared it with what the writer wrote.
 pub fn read_followed(
     reader: impl Read,
     keys: Option<&Identities>,
     cancelled: &dyn Fn() -> bool,
-) -> Result<(Manifest, u64, String), ArchiveError> {
+) -> Result<Followed, ArchiveError> {
+    let digests = Digests {
+        sha256: false,
+        fingerprint: true,
+    };
     let (manifest, size, sha256, seen) =
-        read_stream(reader, keys, None, &mut HashOnly, &mut |_| {}, cancelled)?;
+        read_stream(reader, keys, None, digests, &mut HashOnly, &mut |_| {}, cancelled)?;
     check_all_listed(&manifest, &seen)?;
-    Ok((manifest, size, sha256))
+    let fingerprints = seen
+        .into_iter()
+        .filter(|(found, _)| found.kind == EntryKind::File)
+        .filter_map(|(found, digested)| Some((found.path, digested.fingerprint?)))
+        .collect();
+    Ok(Followed {
+        size,
+        sha256,
+        decoded: Some((manifest, fingerprints)),
+    })
+}
+
+/// Hashes an archive being written without opening it (ciphertext read back without
+/// a key): only its size and sha256 can be compared with the writer's.
+pub fn hash_followed(reader: impl Read, cancelled: &dyn Fn() -> bool) -> Result<Followed, ArchiveError> {
+    let (size, sha256) = hash_reader(reader, &mut |_| {}, cancelled)?;
+    Ok(Followed {
+        size,
+        sha256,
+        decoded: None,
+    })
+}
+
+/// What reading an archive back while it was written found.
+#[must_use = "what was read back proves nothing until it is checked against what was written"]
+#[derive(Debug)]
+pub struct Followed {
+    size: u64,
+    sha256: String,
+    /// The manifest and each file entry's fingerprint, in archive order, if the
+    /// archive was decoded (not for ciphertext read without a key).
+    decoded: Option<(Manifest, Vec<(String, Fingerprint)>)>,
+}
+
+impl Followed {
+    /// What was read back must be exactly what was written: the same manifest, every
+    /// file entry's content the bytes the writer read and hashed into it (equal
+    /// fingerprints), the same file size and, where the writer hashed the file too, the
+    /// same sha256. Returns the file's sha256.
+    pub fn check(self, written: &Finished) -> Result<String, ArchiveError> {
+        let differs = || invalid("what was read back differs from what was written");
+        if self.size != written.size || written.sha256.as_ref().is_some_and(|s| *s != self.sha256) {
+            return Err(differs());
+        }
+        match &self.decoded {
+            Some((manifest, fingerprints))
+                if *manifest != written.manifest || *fingerprints != written.fingerprints =>
+            {
+                return Err(differs());
+            }
+            // Only the hashes of the file were compared: there must have been two.
+            None if written.sha256.is_none() => {
+                return Err(invalid(
+                    "the archive was neither decoded nor hashed as it was written",
+                ));
+            }
+            _ => {}
+        }
+        Ok(self.sha256)
+    }
 }
 
 /// The pass shared by [`read_archive`] and [`read_followed`]: the manifest, the
-/// archive's size and sha256, and every entry seen with its content's sha256.
-type PassResult = (Manifest, u64, String, Vec<(FoundEntry, String)>);
+/// archive's size and sha256, and every entry seen with its content's digests.
+type PassResult = (Manifest, u64, String, Vec<(FoundEntry, Digested)>);
+
+/// What [`read_archive`] computes over entry content: the manifest's sha256.
+const SHA256_ONLY: Digests = Digests {
+    sha256: true,
+    fingerprint: false,
+};
 
 fn read_stream(
     reader: impl io::Read,
     keys: Option<&Identities>,
     expected: Option<&Expected<'_>>,
+    digests: Digests,
     visitor: &mut dyn Visitor,
     progress: &mut dyn FnMut(u64),
     cancelled: &dyn Fn() -> bool,
@@ -164,7 +247,7 @@ fn read_stream(
     let input = io::Cursor::new(head).chain(counted);
     let mut hashing = HashingReader::new(io::BufReader::with_capacity(1 << 20, input));
     let progress = &mut |_content: u64| progress(read.get());
-    let mut pass = Pass::new(expected);
+    let mut pass = Pass::new(expected, digests);
     if encrypted {
         let keys = keys.ok_or_else(|| {
             ArchiveError::from(CryptError::NoIdentity {
@@ -261,7 +344,9 @@ pub fn hash_reader(
 struct Pass<'a> {
     /// The expected manifest's entries by path, when known.
     expected: Option<HashMap<&'a str, &'a Entry>>,
-    seen: Vec<(FoundEntry, String)>,
+    /// What is computed over each entry's content.
+    digests: Digests,
+    seen: Vec<(FoundEntry, Digested)>,
     seen_paths: HashSet<String>,
     symlinks: HashSet<String>,
     manifest_bytes: Option<Vec<u8>>,
@@ -270,7 +355,7 @@ struct Pass<'a> {
 }
 
 impl<'a> Pass<'a> {
-    fn new(expected: Option<&Expected<'a>>) -> Pass<'a> {
+    fn new(expected: Option<&Expected<'a>>, digests: Digests) -> Pass<'a> {
         Pass {
             expected: expected.map(|e| {
                 e.manifest
@@ -279,6 +364,7 @@ impl<'a> Pass<'a> {
                     .map(|entry| (entry.path.as_str(), entry))
                     .collect()
             }),
+            digests,
             seen: Vec::new(),
             seen_paths: HashSet::new(),
             symlinks: HashSet::new(),
@@ -334,11 +420,11 @@ impl<'a> Pass<'a> {
             }
             None => None,
         };
-        let mut content = HashingReader::new(entry);
+        let mut content = Digesting::new(entry, self.digests);
         visitor.entry(&found, &mut content)?;
         copy_large(&mut content, &mut io::sink()).map_err(read_error)?;
-        let (got, sha256) = content.finish();
-        if got != found.size {
+        let (_, digested) = content.finish();
+        if digested.size != found.size {
             return Err(invalid(format!(
                 "entry '{}' is truncated",
                 found.path.escape_debug()
@@ -346,7 +432,7 @@ impl<'a> Pass<'a> {
         }
         if let Some(want) = want
             && want.kind == EntryKind::File
-            && want.sha256 != sha256
+            && digested.sha256.as_ref() != Some(&want.sha256)
         {
             return Err(invalid(format!(
                 "the content of '{}' does not match its sha256 in the manifest",
@@ -354,7 +440,7 @@ impl<'a> Pass<'a> {
             )));
         }
         self.done += found.size;
-        self.seen.push((found, sha256));
+        self.seen.push((found, digested));
         if self.done >= self.last_report + (4 << 20) {
             self.last_report = self.done;
             progress(self.done);
@@ -418,8 +504,8 @@ impl<'a> Pass<'a> {
     }
 
     /// The archive's manifest (parsed and valid) and the entries seen with their
-    /// hashes.
-    fn finish(self) -> Result<(Manifest, Vec<(FoundEntry, String)>), ArchiveError> {
+    /// digests.
+    fn finish(self) -> Result<(Manifest, Vec<(FoundEntry, Digested)>), ArchiveError> {
         let bytes = self
             .manifest_bytes
             .ok_or_else(|| invalid("it has no manifest.json (truncated?)"))?;
@@ -507,10 +593,11 @@ fn check_against(found: &FoundEntry, want: &Entry) -> Result<(), ArchiveError> {
     Ok(())
 }
 
-/// The manifest must list exactly the entries seen, with the same facts and hashes.
-fn check_all_listed(manifest: &Manifest, seen: &[(FoundEntry, String)]) -> Result<(), ArchiveError> {
+/// The manifest must list exactly the entries seen, with the same facts and (where
+/// they were computed) sha256 hashes.
+fn check_all_listed(manifest: &Manifest, seen: &[(FoundEntry, Digested)]) -> Result<(), ArchiveError> {
     let listed: HashMap<&str, &Entry> = manifest.entries.iter().map(|e| (e.path.as_str(), e)).collect();
-    for (found, sha256) in seen {
+    for (found, digested) in seen {
         let want = listed.get(found.path.as_str()).ok_or_else(|| {
             invalid(format!(
                 "entry '{}' is not in the manifest",
@@ -518,7 +605,10 @@ fn check_all_listed(manifest: &Manifest, seen: &[(FoundEntry, String)]) -> Resul
             ))
         })?;
         check_against(found, want)?;
-        if want.kind == EntryKind::File && &want.sha256 != sha256 {
+        if want.kind == EntryKind::File
+            && let Some(sha256) = &digested.sha256
+            && want.sha256 != *sha256
+        {
             return Err(invalid(format!(
                 "the content of '{}' does not match its sha256 in the manifest",
                 found.path.escape_debug()

@@ -4,7 +4,9 @@
 //! multi-threaded zstd encoder, and the encoder into the file through a hashing
 //! counter, so the archive's own size and sha256 come for free. Symlinks are stored as
 //! symlinks and never followed. [`ArchiveWriter::finish`] appends the manifest (with
-//! every entry and the totals) as the last entry and fsyncs the file.
+//! every entry and the totals) as the last entry and fsyncs the file. A writer that is
+//! followed (verify-after-backup, [`Follow`]) also fingerprints each entry's content
+//! for its follower to compare ([`Finished::fingerprints`]).
 //!
 //! Given recipients ([`ArchiveWriter::with`]), age sits between zstd and the file:
 //! `zstd -> BackgroundWriter -> EncryptWriter -> HashingWriter -> file`, so only
@@ -23,7 +25,8 @@ use tokio_util::sync::CancellationToken;
 
 use super::crypt::{BackgroundWriter, EncryptWriter, Recipients};
 use super::frame::SpooledFrame;
-use super::{ArchiveError, HashingReader, HashingWriter, IO_BUFFER, encoder};
+use super::hash::{Digesting, Digests, Fingerprint};
+use super::{ArchiveError, HashingWriter, IO_BUFFER, encoder};
 use crate::fsutil::{Front, StreamedFile};
 use crate::manifest::{Entry, EntryKind, MANIFEST_PATH, Manifest, Totals, escape};
 
@@ -169,6 +172,22 @@ pub struct Follow {
     pub hashes_file: bool,
 }
 
+/// A finished archive: what [`ArchiveWriter::finish`] returns.
+#[derive(Debug)]
+pub struct Finished {
+    /// The manifest written as the last entry.
+    pub manifest: Manifest,
+    /// The archive file's size.
+    pub size: u64,
+    /// The file's sha256; `None` if its follower hashes it (see [`Follow::hashes_file`]).
+    pub sha256: Option<String>,
+    /// For a followed archive, each file entry's path and the [`Fingerprint`] of the
+    /// content the writer read (and hashed into the manifest), in archive order: what
+    /// the follower's [`crate::archive::reader::Followed::check`] compares with what
+    /// it decoded. Empty otherwise.
+    pub fingerprints: Vec<(String, Fingerprint)>,
+}
+
 /// Writes one archive. Call [`ArchiveWriter::finish`] to complete it; dropping it
 /// leaves an incomplete file for the caller to remove.
 pub struct ArchiveWriter {
@@ -177,6 +196,8 @@ pub struct ArchiveWriter {
     cancel: CancellationToken,
     entries: Vec<Entry>,
     totals: Totals,
+    /// Followed archives only: see [`Finished::fingerprints`].
+    fingerprints: Option<Vec<(String, Fingerprint)>>,
 }
 
 impl ArchiveWriter {
@@ -202,6 +223,7 @@ impl ArchiveWriter {
         cancel: CancellationToken,
     ) -> Result<Self, ArchiveError> {
         let file = StreamedFile::new(file);
+        let fingerprints = follow.as_ref().map(|_| Vec::new());
         let output = match follow {
             None => Output::Hashed(HashingWriter::new(file)),
             Some(Follow { front, hashes_file }) => {
@@ -228,6 +250,7 @@ impl ArchiveWriter {
             cancel,
             entries: Vec::new(),
             totals: Totals::default(),
+            fingerprints,
         })
     }
 
@@ -242,7 +265,10 @@ impl ArchiveWriter {
         header
     }
 
-    fn push(&mut self, entry: Entry) {
+    fn push(&mut self, entry: Entry, fingerprint: Option<Fingerprint>) {
+        if let (Some(list), Some(fingerprint)) = (&mut self.fingerprints, fingerprint) {
+            list.push((entry.path.clone(), fingerprint));
+        }
         self.totals.count(&entry);
         self.entries.push(entry);
     }
@@ -273,7 +299,8 @@ impl ArchiveWriter {
     }
 
     /// Adds `size` bytes from `reader` as a regular file `archive_path` with the mode,
-    /// owner and mtime of `metadata`, hashing them on the way.
+    /// owner and mtime of `metadata`, hashing them on the way (and fingerprinting them
+    /// for a follower, see [`Finished::fingerprints`]).
     pub fn add_stream(
         &mut self,
         archive_path: &[u8],
@@ -282,8 +309,12 @@ impl ArchiveWriter {
         metadata: &Metadata,
         progress: &mut dyn FnMut(u64),
     ) -> Result<(), ArchiveError> {
+        let digests = Digests {
+            sha256: true,
+            fingerprint: self.fingerprints.is_some(),
+        };
         let mut reader = ProgressReader {
-            inner: HashingReader::new(reader.take(size)),
+            inner: Digesting::new(reader.take(size), digests),
             progress,
             cancel: &self.cancel,
         };
@@ -297,23 +328,26 @@ impl ArchiveWriter {
                     ArchiveError::Write(e)
                 }
             })?;
-        let (got, sha256) = reader.inner.finish();
-        if got != size {
+        let (_, digested) = reader.inner.finish();
+        if digested.size != size {
             return Err(ArchiveError::Changed {
                 path: PathBuf::from(os_path(archive_path)),
                 expected: size,
-                got,
+                got: digested.size,
             });
         }
-        self.push(Entry {
-            path: escape(archive_path),
-            kind: EntryKind::File,
-            size,
-            sha256,
-            mode: metadata.mode() & 0o7777,
-            mtime: metadata.mtime().max(0),
-            target: None,
-        });
+        self.push(
+            Entry {
+                path: escape(archive_path),
+                kind: EntryKind::File,
+                size,
+                sha256: digested.sha256.unwrap_or_default(),
+                mode: metadata.mode() & 0o7777,
+                mtime: metadata.mtime().max(0),
+                target: None,
+            },
+            digested.fingerprint,
+        );
         Ok(())
     }
 
@@ -347,15 +381,18 @@ impl ArchiveWriter {
             .and_then(|()| frames.splice(&mut compressed))
             .and_then(|()| frames.write_all(&[0u8; 512][..padding as usize]))
             .map_err(ArchiveError::Write)?;
-        self.push(Entry {
-            path: escape(archive_path),
-            kind: EntryKind::File,
-            size: frame.size,
-            sha256: frame.sha256.clone(),
-            mode: metadata.mode() & 0o7777,
-            mtime: metadata.mtime().max(0),
-            target: None,
-        });
+        self.push(
+            Entry {
+                path: escape(archive_path),
+                kind: EntryKind::File,
+                size: frame.size,
+                sha256: frame.sha256.clone(),
+                mode: metadata.mode() & 0o7777,
+                mtime: metadata.mtime().max(0),
+                target: None,
+            },
+            Some(frame.fingerprint),
+        );
         Ok(())
     }
 
@@ -365,15 +402,18 @@ impl ArchiveWriter {
         self.tar
             .append_data(&mut header, os_path(archive_path), io::empty())
             .map_err(ArchiveError::Write)?;
-        self.push(Entry {
-            path: escape(archive_path),
-            kind: EntryKind::Dir,
-            size: 0,
-            sha256: String::new(),
-            mode: metadata.mode() & 0o7777,
-            mtime: metadata.mtime().max(0),
-            target: None,
-        });
+        self.push(
+            Entry {
+                path: escape(archive_path),
+                kind: EntryKind::Dir,
+                size: 0,
+                sha256: String::new(),
+                mode: metadata.mode() & 0o7777,
+                mtime: metadata.mtime().max(0),
+                target: None,
+            },
+            None,
+        );
         Ok(())
     }
 
@@ -388,15 +428,18 @@ impl ArchiveWriter {
         self.tar
             .append_link(&mut header, os_path(archive_path), os_path(target))
             .map_err(ArchiveError::Write)?;
-        self.push(Entry {
-            path: escape(archive_path),
-            kind: EntryKind::Symlink,
-            size: 0,
-            sha256: String::new(),
-            mode: metadata.mode() & 0o7777,
-            mtime: metadata.mtime().max(0),
-            target: Some(escape(target)),
-        });
+        self.push(
+            Entry {
+                path: escape(archive_path),
+                kind: EntryKind::Symlink,
+                size: 0,
+                sha256: String::new(),
+                mode: metadata.mode() & 0o7777,
+                mtime: metadata.mtime().max(0),
+                target: Some(escape(target)),
+            },
+            None,
+        );
         Ok(())
     }
 
@@ -408,10 +451,8 @@ impl ArchiveWriter {
     }
 
     /// Writes `manifest` (with the entries and totals filled in) as the last entry,
-    /// completes the tar and zstd streams and fsyncs the file. Returns the manifest, the
-    /// archive's size and its sha256 (`None` if its follower hashes it, see
-    /// [`Follow::hashes_file`]).
-    pub fn finish(mut self, mut manifest: Manifest) -> Result<(Manifest, u64, Option<String>), ArchiveError> {
+    /// completes the tar and zstd streams and fsyncs the file.
+    pub fn finish(mut self, mut manifest: Manifest) -> Result<Finished, ArchiveError> {
         manifest.entries = std::mem::take(&mut self.entries);
         manifest.totals = self.totals.clone();
         let json = serde_json::to_vec_pretty(&manifest).map_err(|e| ArchiveError::Write(e.into()))?;
@@ -430,13 +471,18 @@ impl ArchiveWriter {
             .map_err(ArchiveError::Write)?;
         let (file, size, sha256) = output.finish();
         file.into_inner().sync_all().map_err(ArchiveError::Write)?;
-        Ok((manifest, size, sha256))
+        Ok(Finished {
+            manifest,
+            size,
+            sha256,
+            fingerprints: self.fingerprints.unwrap_or_default(),
+        })
     }
 }
 
 /// Reports progress every few MiB as a file streams into the archive.
 struct ProgressReader<'a, R> {
-    inner: HashingReader<R>,
+    inner: Digesting<R>,
     progress: &'a mut dyn FnMut(u64),
     cancel: &'a CancellationToken,
 }
@@ -507,7 +553,13 @@ mod tests {
             .unwrap();
         let link_meta = std::fs::metadata(&media).unwrap();
         writer.add_symlink(b"media/0/link", b"x", &link_meta).unwrap();
-        let (manifest, size, sha) = writer.finish(manifest()).unwrap();
+        let Finished {
+            manifest,
+            size,
+            sha256: sha,
+            fingerprints,
+        } = writer.finish(manifest()).unwrap();
+        assert!(fingerprints.is_empty(), "fingerprints for no follower");
         assert_eq!(added, 100_000);
         assert_eq!(manifest.totals.files, 1);
         assert_eq!((manifest.totals.dirs, manifest.totals.symlinks), (1, 1));
@@ -518,7 +570,7 @@ mod tests {
     }
 
     #[test]
-    fn a_follower_that_decodes_hashes_the_file_for_the_writer() {
+    fn a_follower_that_decodes_hashes_the_file_and_must_match_the_writer() {
         let dir = tempfile::tempdir().unwrap();
         let db = dir.path().join("db.bin");
         let content: Vec<u8> = (0..3_000_000u32).map(|i| (i * 7 % 251) as u8).collect();
@@ -537,11 +589,37 @@ mod tests {
         writer
             .add_file(b"db/app.db", &db, &std::fs::metadata(&db).unwrap(), &mut |_| {})
             .unwrap();
-        let (manifest, size, sha) = writer.finish(manifest()).unwrap();
-        assert_eq!(sha, None, "the writer hashed what its follower hashes");
-        let (read, read_size, read_sha) = reader.join().unwrap().unwrap();
-        assert_eq!((read, read_size), (manifest, size));
-        assert_eq!(read_sha, crate::archive::hash_file(&out).unwrap().1);
+        let mut finished = writer.finish(manifest()).unwrap();
+        assert_eq!(
+            finished.sha256, None,
+            "the writer hashed what its follower hashes"
+        );
+        assert_eq!(finished.fingerprints.len(), 1);
+        let followed = reader.join().unwrap().unwrap();
+        let tampered = {
+            let mut t = finished.fingerprints.clone();
+            t[0].1 = crate::archive::Digesting::new(
+                io::empty(),
+                Digests {
+                    sha256: false,
+                    fingerprint: true,
+                },
+            )
+            .finish()
+            .1
+            .fingerprint
+            .unwrap();
+            t
+        };
+        // The follower's findings are compared with the writer's, fingerprint and all.
+        let original = std::mem::replace(&mut finished.fingerprints, tampered);
+        let read_again = crate::archive::read_followed(File::open(&out).unwrap(), None, &|| false).unwrap();
+        let err = read_again.check(&finished).unwrap_err();
+        assert!(err.to_string().contains("differs from what was written"), "{err}");
+        finished.fingerprints = original;
+        let sha = followed.check(&finished).unwrap();
+        assert_eq!(sha, crate::archive::hash_file(&out).unwrap().1);
+        assert_eq!(finished.size, std::fs::metadata(&out).unwrap().len());
     }
 
     #[test]
@@ -564,7 +642,12 @@ mod tests {
         writer
             .add_file(b"media/0/after.bin", &before, &meta, &mut |_| {})
             .unwrap();
-        let (manifest, size, sha) = writer.finish(manifest()).unwrap();
+        let Finished {
+            manifest,
+            size,
+            sha256: sha,
+            ..
+        } = writer.finish(manifest()).unwrap();
         let (read, read_size, read_sha) =
             read_archive(&out, None, &mut HashOnly, &mut |_| {}, &|| false).unwrap();
         assert_eq!((read, read_size, Some(read_sha)), (manifest.clone(), size, sha));

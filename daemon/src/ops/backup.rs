@@ -24,7 +24,7 @@ use chrono::{DateTime, Utc};
 use coffer_common::ids;
 
 use super::{Ctx, verify};
-use crate::archive::{self, ArchiveWriter, Follow};
+use crate::archive::{self, ArchiveWriter, Finished, Follow, Followed};
 use crate::catalog::BackupRecord;
 use crate::config::JobConfig;
 use crate::error::Error;
@@ -94,12 +94,8 @@ pub struct Archived {
     written_check: Option<Result<(), Error>>,
 }
 
-/// What reading an archive back found: its manifest (`None` for an encrypted archive
-/// read back without a key: then only its ciphertext was hashed), size and sha256.
-type ReadBack = (Option<Manifest>, u64, String);
-
 /// The thread reading an archive back as it is written.
-type Verifier = std::thread::JoinHandle<Result<ReadBack, crate::archive::ArchiveError>>;
+type Verifier = std::thread::JoinHandle<Result<Followed, crate::archive::ArchiveError>>;
 
 /// One backup in progress.
 pub struct BackupRun<'a> {
@@ -251,19 +247,20 @@ impl<'a> BackupRun<'a> {
             totals: Totals::default(),
             export: None,
         };
-        let (manifest, size, written_sha256) = writer
+        let finished = writer
             .finish(manifest)
             .map_err(Error::archive(self.archive_context()))?;
         let (sha256, written_check) = match verifier {
             Some(v) => {
-                let (sha256, check) = self.check_written(v, &manifest, size, written_sha256, &partial)?;
+                let (sha256, check) = self.check_written(v, &finished, &partial)?;
                 (sha256, Some(check))
             }
             None => {
                 let unhashed = || Error::Internal("the archive writer did not hash the archive".into());
-                (written_sha256.ok_or_else(unhashed)?, None)
+                (finished.sha256.clone().ok_or_else(unhashed)?, None)
             }
         };
+        let (manifest, size) = (finished.manifest, finished.size);
         tracing::info!(
             job = self.job.name,
             id = self.id,
@@ -323,53 +320,39 @@ impl<'a> BackupRun<'a> {
             .spawn(move || {
                 let cancelled = || cancel.is_cancelled();
                 match (plain, keys) {
-                    (false, None) => {
-                        let (size, sha256) = archive::hash_reader(&mut follower, &mut |_| {}, &cancelled)?;
-                        Ok((None, size, sha256))
-                    }
-                    (_, keys) => archive::read_followed(follower, keys.as_deref(), &cancelled)
-                        .map(|(manifest, size, sha256)| (Some(manifest), size, sha256)),
+                    (false, None) => archive::hash_followed(&mut follower, &cancelled),
+                    (_, keys) => archive::read_followed(follower, keys.as_deref(), &cancelled),
                 }
             })
             .map_err(Error::io("cannot start the verifier for", partial))?;
         Ok((writer, Some(verifier)))
     }
 
-    /// What the verifier read back — every entry against the manifest it found, with
-    /// each content's sha256, and the file's own size and sha256 — must be exactly
-    /// what the writer wrote: the same checks as `verify`, on the same bytes. Returns
-    /// the archive's sha256 for its sidecar and the check's outcome (a failed check is
-    /// still catalogued with its verdict, then removed; see [`Self::commit`]).
+    /// What the verifier read back — every entry against the manifest it found, and
+    /// the file's own size and sha256 — must be exactly what the writer wrote
+    /// ([`Followed::check`]): the checks of `verify`, on the same bytes, with each
+    /// entry's content compared with what the writer read by fingerprint (see
+    /// [`crate::archive::hash`]). Returns the archive's sha256 for its sidecar and the
+    /// check's outcome (a failed check is still catalogued with its verdict, then
+    /// removed; see [`Self::commit`]).
     ///
-    /// A verifier that decoded the file hashed it for the writer (`written_sha256` is
+    /// A verifier that decoded the file hashed it for the writer (`finished.sha256` is
     /// `None`): every byte it hashed was part of a zstd frame (or an age chunk) that
     /// decoded and checked, so its hash is the hash of an archive known to be good.
     fn check_written(
         &self,
         verifier: Verifier,
-        manifest: &Manifest,
-        size: u64,
-        written_sha256: Option<String>,
+        finished: &Finished,
         partial: &std::path::Path,
     ) -> Result<(String, Result<(), Error>), Error> {
         let context = format!("backup {} failed verification", self.id);
         let read = verifier
             .join()
             .map_err(|_| Error::Internal("the verifier thread panicked".into()))?;
-        let check = read.map_err(Error::archive(context.clone())).and_then(|read| {
-            let same_manifest = read.0.as_ref().is_none_or(|m| m == manifest);
-            let same_hash = written_sha256.as_ref().is_none_or(|sha256| *sha256 == read.2);
-            if same_manifest && same_hash && read.1 == size {
-                return Ok(read.2);
-            }
-            Err(Error::Archive {
-                context,
-                source: crate::archive::ArchiveError::Invalid(
-                    "what was read back differs from what was written".into(),
-                ),
-            })
-        });
-        match (check, written_sha256) {
+        let check = read
+            .and_then(|followed| followed.check(finished))
+            .map_err(Error::archive(context));
+        match (check, finished.sha256.clone()) {
             (Ok(sha256), _) => Ok((sha256, Ok(()))),
             (Err(e), Some(sha256)) => Ok((sha256, Err(e))),
             // The failed backup is catalogued with its verdict like any other; if even

@@ -325,10 +325,12 @@ fn pack(
         packed.bytes += meta.len();
     }
     writer.count_left_out(packed.skipped, 0);
-    let (_, size, sha256) = writer.finish(manifest).map_err(Error::archive(context()))?;
-    packed.size = size;
+    let finished = writer.finish(manifest).map_err(Error::archive(context()))?;
+    packed.size = finished.size;
     // A writer that nothing follows always hashes what it writes.
-    packed.sha256 = sha256.ok_or_else(|| Error::Internal("the export's archive was not hashed".into()))?;
+    packed.sha256 = finished
+        .sha256
+        .ok_or_else(|| Error::Internal("the export's archive was not hashed".into()))?;
     Ok(packed)
 }
 
