@@ -112,6 +112,43 @@ pub struct ProbeFacts {
     pub tool_version: String,
 }
 
+/// A run's probe of its server, made once: the disk-space estimate probes the server
+/// before the snapshot begins, and the snapshot reuses that probe (tools found,
+/// versions read, one connection) instead of repeating it a moment later. A probe
+/// that failed is not kept: the snapshot probes again and fails with its error.
+pub struct ProbedOnce<S>(Mutex<Option<(S, ProbeFacts)>>);
+
+impl<S: Clone> ProbedOnce<S> {
+    pub fn new() -> ProbedOnce<S> {
+        ProbedOnce(Mutex::new(None))
+    }
+
+    /// The facts of `probe`, kept with its server for [`Self::take_or`].
+    pub fn facts(
+        &self,
+        probe: impl FnOnce() -> Result<(S, ProbeFacts), DbError>,
+    ) -> Result<ProbeFacts, DbError> {
+        let (server, facts) = probe()?;
+        *self.0.lock().unwrap_or_else(|p| p.into_inner()) = Some((server, facts.clone()));
+        Ok(facts)
+    }
+
+    /// The kept probe, or a new one.
+    pub fn take_or(
+        &self,
+        probe: impl FnOnce() -> Result<(S, ProbeFacts), DbError>,
+    ) -> Result<(S, ProbeFacts), DbError> {
+        let kept = self.0.lock().unwrap_or_else(|p| p.into_inner()).take();
+        kept.map_or_else(probe, Ok)
+    }
+}
+
+impl<S: Clone> Default for ProbedOnce<S> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 impl ProbeFacts {
     /// The manifest's facts of a dump taken after this probe.
     pub fn info(&self) -> DumpInfo {

@@ -42,6 +42,8 @@ const PROGRESS_EVERY: Duration = Duration::from_millis(200);
 const CHUNK: usize = 256 * 1024;
 /// Chunks in flight between the reader thread and the sink (bounds memory to 1 MiB).
 const IN_FLIGHT: usize = 4;
+/// The size asked for the child's stdout pipe (see [`read_stdout`]).
+const PIPE_SIZE: i32 = 1 << 20;
 /// Stderr kept: its beginning and its end (where tools put the final error).
 const STDERR_HEAD: usize = 16 * 1024;
 const STDERR_TAIL: usize = 48 * 1024;
@@ -497,18 +499,36 @@ fn collect_stderr(mut stderr: std::process::ChildStderr) -> std::thread::JoinHan
     })
 }
 
-/// Moves the child's stdout into a bounded channel on a thread of its own.
-fn read_stdout(stdout: Option<std::process::ChildStdout>) -> mpsc::Receiver<Vec<u8>> {
-    let (tx, rx) = mpsc::sync_channel::<Vec<u8>>(IN_FLIGHT);
+/// The child's stdout as chunks arriving from its reader thread. Each chunk's buffer
+/// goes back to the reader once taken ([`Stdout::recycle`]), so a large dump costs no
+/// allocation (and no zeroing) per read.
+struct Stdout {
+    chunks: mpsc::Receiver<(Vec<u8>, usize)>,
+    free: mpsc::Sender<Vec<u8>>,
+}
+
+impl Stdout {
+    fn recycle(&self, buf: Vec<u8>) {
+        // A reader that has stopped no longer wants buffers back.
+        let _ = self.free.send(buf);
+    }
+}
+
+/// Moves the child's stdout into a bounded channel on a thread of its own. The pipe
+/// is enlarged (best effort; Linux allows 1 MiB unprivileged) so a dump tool can run
+/// ahead of us by more than the default 64 KiB and wakes us far less often.
+fn read_stdout(stdout: Option<std::process::ChildStdout>) -> Stdout {
+    let (tx, chunks) = mpsc::sync_channel::<(Vec<u8>, usize)>(IN_FLIGHT);
+    let (free, recycled) = mpsc::channel::<Vec<u8>>();
     if let Some(mut stdout) = stdout {
+        let _ = nix::fcntl::fcntl(&stdout, nix::fcntl::FcntlArg::F_SETPIPE_SZ(PIPE_SIZE));
         std::thread::spawn(move || {
             loop {
-                let mut buf = vec![0u8; CHUNK];
+                let mut buf = recycled.try_recv().unwrap_or_else(|_| vec![0u8; CHUNK]);
                 match stdout.read(&mut buf) {
                     Ok(0) => break,
                     Ok(n) => {
-                        buf.truncate(n);
-                        if tx.send(buf).is_err() {
+                        if tx.send((buf, n)).is_err() {
                             break;
                         }
                     }
@@ -518,7 +538,7 @@ fn read_stdout(stdout: Option<std::process::ChildStdout>) -> mpsc::Receiver<Vec<
             }
         });
     }
-    rx
+    Stdout { chunks, free }
 }
 
 /// A child being run, with what the calling thread watches.
@@ -586,15 +606,18 @@ impl Running {
     /// output stopped coming (a grandchild may hold the pipe), or a stop.
     fn pump(
         &mut self,
-        rx: &mpsc::Receiver<Vec<u8>>,
+        stdout: &Stdout,
         sink: &mut Sink<'_>,
         ctl: &mut Control<'_>,
     ) -> (Option<Stop>, Option<ExitStatus>) {
         let mut exited: Option<(ExitStatus, Instant)> = None;
         loop {
             let mut stop = None;
-            match rx.recv_timeout(POLL) {
-                Ok(chunk) => stop = self.take(sink, &chunk),
+            match stdout.chunks.recv_timeout(POLL) {
+                Ok((chunk, n)) => {
+                    stop = self.take(sink, &chunk[..n]);
+                    stdout.recycle(chunk);
+                }
                 Err(mpsc::RecvTimeoutError::Timeout) => {
                     if exited.is_none()
                         && let Ok(Some(status)) = self.child.try_wait()
@@ -696,7 +719,7 @@ pub(crate) fn run(job: Job<'_>, ctl: &mut Control<'_>, scrubber: &Scrubber) -> R
         _ => None,
     };
     let collector = child.stderr.take().map(collect_stderr);
-    let rx = read_stdout(child.stdout.take());
+    let stdout = read_stdout(child.stdout.take());
     let mut running = Running {
         pid: child.id(),
         child,
@@ -710,8 +733,8 @@ pub(crate) fn run(job: Job<'_>, ctl: &mut Control<'_>, scrubber: &Scrubber) -> R
         written: 0,
         captured: Vec::new(),
     };
-    let (mut stop, exited) = running.pump(&rx, &mut sink, ctl);
-    drop(rx);
+    let (mut stop, exited) = running.pump(&stdout, &mut sink, ctl);
+    drop(stdout);
     let status = running.wait(&mut stop, exited, ctl);
     let feed_result = join_within(feeder, GRACE).unwrap_or(Ok(()));
     let stderr_text = scrubber.scrub(&join_within(collector, GRACE).unwrap_or_default());

@@ -31,8 +31,8 @@ use super::dump::names::{self, my_ident, my_literal};
 use super::dump::run::{self, Control, Input, Job, never_cancelled};
 use super::dump::tools::MariaTools;
 use super::dump::{
-    DbError, DbServer, DumpCheck, DumpSnapshot, ProbeFacts, Recovered, RestoreOptions, Scratch, Scrubber,
-    Session, SwapRecord, VerifyOutcome,
+    DbError, DbServer, DumpCheck, DumpSnapshot, ProbeFacts, ProbedOnce, Recovered, RestoreOptions, Scratch,
+    Scrubber, Session, SwapRecord, VerifyOutcome,
 };
 use super::{Estimate, MediaOrder, Snapshot, Source, SourceError};
 use crate::config::{MariadbConfig, ServerKind};
@@ -50,11 +50,22 @@ pub(super) const MOVABLE: &str = "('BASE TABLE', 'SYSTEM VERSIONED', 'SEQUENCE')
 /// A MariaDB job's source.
 pub struct MySource {
     config: MariadbConfig,
+    probed: ProbedOnce<Mariadb>,
 }
 
 impl MySource {
     pub fn new(config: MariadbConfig) -> MySource {
-        MySource { config }
+        MySource {
+            config,
+            probed: ProbedOnce::new(),
+        }
+    }
+
+    /// The server, probed.
+    fn probe_server(&self) -> Result<(Mariadb, ProbeFacts), DbError> {
+        let server = self.server()?;
+        let facts = server.probe()?;
+        Ok((server, facts))
     }
 
     /// The job's server: its tools (found now, versions read) and settings.
@@ -82,7 +93,7 @@ impl Source for MySource {
     }
 
     fn estimate(&self) -> Estimate {
-        match self.server().and_then(|s| s.probe()) {
+        match self.probed.facts(|| self.probe_server()) {
             // A plain-SQL dump of InnoDB data is about its data length (hex blobs
             // double); data + index length bounds it well enough for the guard.
             Ok(facts) => Estimate {
@@ -97,8 +108,7 @@ impl Source for MySource {
     }
 
     fn begin(&self, staging: &Path, cancel: &CancellationToken) -> Result<Box<dyn Snapshot>, SourceError> {
-        let server = self.server()?;
-        let facts = server.probe()?;
+        let (server, facts) = self.probed.take_or(|| self.probe_server())?;
         server.check_transactional()?;
         let estimate = facts.data_bytes;
         let database = server.database().to_owned();

@@ -40,8 +40,8 @@ use super::dump::names::{self, pg_ident, pg_literal};
 use super::dump::run::{self, Control, Input, Job, never_cancelled};
 use super::dump::tools::PgTools;
 use super::dump::{
-    DbError, DbServer, DumpCheck, DumpSnapshot, ProbeFacts, Recovered, RestoreOptions, Scratch, Scrubber,
-    Session, SwapRecord, VerifyOutcome,
+    DbError, DbServer, DumpCheck, DumpSnapshot, ProbeFacts, ProbedOnce, Recovered, RestoreOptions, Scratch,
+    Scrubber, Session, SwapRecord, VerifyOutcome,
 };
 use super::{Estimate, MediaOrder, Snapshot, Source, SourceError};
 use crate::archive::FrameSpool;
@@ -68,11 +68,23 @@ pub struct PgSource {
     config: PostgresConfig,
     /// The job's zstd level: the dump is compressed as it arrives (see [`dump`]).
     level: i32,
+    probed: ProbedOnce<Postgres>,
 }
 
 impl PgSource {
     pub fn new(config: PostgresConfig, level: i32) -> PgSource {
-        PgSource { config, level }
+        PgSource {
+            config,
+            level,
+            probed: ProbedOnce::new(),
+        }
+    }
+
+    /// The server, probed.
+    fn probe_server(&self) -> Result<(Postgres, ProbeFacts), DbError> {
+        let server = self.server()?;
+        let facts = server.probe()?;
+        Ok((server, facts))
     }
 
     /// The job's server: its tools (found now, versions read) and connection.
@@ -101,7 +113,7 @@ impl Source for PgSource {
     }
 
     fn estimate(&self) -> Estimate {
-        match self.server().and_then(|s| s.probe()) {
+        match self.probed.facts(|| self.probe_server()) {
             // The uncompressed dump is at most about the database's size (indexes are
             // not dumped); the archive at most the dump.
             Ok(facts) => Estimate {
@@ -117,10 +129,10 @@ impl Source for PgSource {
     }
 
     fn begin(&self, staging: &Path, cancel: &CancellationToken) -> Result<Box<dyn Snapshot>, SourceError> {
-        let server = self.server()?;
-        // Probed here, before the media are touched: a server that cannot be reached
-        // or a tool that is too old fails the run at once.
-        let facts = server.probe()?;
+        // Probed (by the estimate, a moment ago, or here) before the media are
+        // touched: a server that cannot be reached or a tool that is too old fails the
+        // run at once.
+        let (server, facts) = self.probed.take_or(|| self.probe_server())?;
         server.check_tool_version(&facts)?;
         let estimate = facts.data_bytes;
         let database = server.database().to_owned();
