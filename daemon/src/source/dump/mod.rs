@@ -118,7 +118,7 @@ pub struct ProbeFacts {
 /// that failed is not kept: the snapshot probes again and fails with its error.
 pub struct ProbedOnce<S>(Mutex<Option<(S, ProbeFacts)>>);
 
-impl<S: Clone> ProbedOnce<S> {
+impl<S> ProbedOnce<S> {
     pub fn new() -> ProbedOnce<S> {
         ProbedOnce(Mutex::new(None))
     }
@@ -143,7 +143,7 @@ impl<S: Clone> ProbedOnce<S> {
     }
 }
 
-impl<S: Clone> Default for ProbedOnce<S> {
+impl<S> Default for ProbedOnce<S> {
     fn default() -> Self {
         Self::new()
     }
