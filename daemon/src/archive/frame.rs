@@ -36,13 +36,7 @@ impl FrameSpool {
     pub fn create(path: &Path, level: i32, workers: u32) -> io::Result<FrameSpool> {
         let file = File::create_new(path)?;
         Ok(FrameSpool {
-            out: Digesting::new(
-                encoder(file, level, workers)?,
-                Digests {
-                    sha256: true,
-                    fingerprint: true,
-                },
-            ),
+            out: Digesting::new(encoder(file, level, workers)?, Digests::BOTH),
             path: path.to_owned(),
         })
     }

@@ -30,74 +30,54 @@ pub fn hex(bytes: &[u8]) -> String {
         })
 }
 
-/// Counts and hashes the bytes written through it.
-pub struct HashingWriter<W> {
-    inner: W,
-    hasher: Sha256,
-    count: u64,
-}
+/// Counts and hashes the bytes written through it (a [`Digesting`] of sha256 only).
+pub struct HashingWriter<W>(Digesting<W>);
 
 impl<W: Write> HashingWriter<W> {
     pub fn new(inner: W) -> Self {
-        HashingWriter {
-            inner,
-            hasher: Sha256::new(),
-            count: 0,
-        }
+        HashingWriter(Digesting::new(inner, Digests::SHA256))
     }
 
     /// The inner writer, the byte count and the hex sha256.
     pub fn finish(self) -> (W, u64, String) {
-        (self.inner, self.count, hex(&self.hasher.finalize()))
+        let (inner, digested) = self.0.finish();
+        (inner, digested.size, digested.sha256.unwrap_or_default())
     }
 }
 
 impl<W: Write> Write for HashingWriter<W> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        let n = self.inner.write(buf)?;
-        self.hasher.update(&buf[..n]);
-        self.count += n as u64;
-        Ok(n)
+        self.0.write(buf)
     }
 
     fn flush(&mut self) -> io::Result<()> {
-        self.inner.flush()
+        self.0.flush()
     }
 }
 
-/// Counts and hashes the bytes read through it.
-pub struct HashingReader<R> {
-    inner: R,
-    hasher: Sha256,
-    count: u64,
-}
+/// Counts and hashes the bytes read through it (a [`Digesting`] of sha256 only).
+pub struct HashingReader<R>(Digesting<R>);
 
 impl<R: Read> HashingReader<R> {
     pub fn new(inner: R) -> Self {
-        HashingReader {
-            inner,
-            hasher: Sha256::new(),
-            count: 0,
-        }
+        HashingReader(Digesting::new(inner, Digests::SHA256))
     }
 
     /// Bytes read so far.
     pub fn count(&self) -> u64 {
-        self.count
+        self.0.size()
     }
 
     /// The byte count and the hex sha256 of what was read.
     pub fn finish(self) -> (u64, String) {
-        (self.count, hex(&self.hasher.finalize()))
+        let (_, digested) = self.0.finish();
+        (digested.size, digested.sha256.unwrap_or_default())
     }
 }
 
 impl<R: Read> Read for HashingReader<R> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let n = self.inner.read(buf)?;
-        self.hasher.update(&buf[..n]);
-        self.count += n as u64;
-        Ok(n)
+        self.0.read(buf)
     }
 }
 
@@ -110,6 +90,24 @@ pub struct Fingerprint(u128);
 pub struct Digests {
     pub sha256: bool,
     pub fingerprint: bool,
+}
+
+impl Digests {
+    /// The manifest's hash only: what checks an archive against its manifest compute.
+    pub const SHA256: Digests = Digests {
+        sha256: true,
+        fingerprint: false,
+    };
+    /// The fingerprint only: what a backup's read-back computes.
+    pub const FINGERPRINT: Digests = Digests {
+        sha256: false,
+        fingerprint: true,
+    };
+    /// Both: what the writer of a followed archive computes.
+    pub const BOTH: Digests = Digests {
+        sha256: true,
+        fingerprint: true,
+    };
 }
 
 /// What a [`Digesting`] computed over the bytes that passed through it.
@@ -201,10 +199,7 @@ mod tests {
     #[test]
     fn digesting_computes_what_it_is_asked_for_over_what_passes() {
         let data: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
-        let both = Digests {
-            sha256: true,
-            fingerprint: true,
-        };
+        let both = Digests::BOTH;
         let mut reader = Digesting::new(data.as_slice(), both);
         io::copy(&mut reader, &mut io::sink()).unwrap();
         let (_, read) = reader.finish();
@@ -227,11 +222,7 @@ mod tests {
 
         let mut flipped = data.clone();
         flipped[123_456] ^= 1;
-        let only = Digests {
-            sha256: false,
-            fingerprint: true,
-        };
-        let mut other = Digesting::new(flipped.as_slice(), only);
+        let mut other = Digesting::new(flipped.as_slice(), Digests::FINGERPRINT);
         io::copy(&mut other, &mut io::sink()).unwrap();
         let (_, other) = other.finish();
         assert_eq!(other.sha256, None);

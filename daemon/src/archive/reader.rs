@@ -110,7 +110,7 @@ pub fn read_archive_keyed(
         file,
         keys,
         expected.as_ref(),
-        SHA256_ONLY,
+        Digests::SHA256,
         visitor,
         progress,
         cancelled,
@@ -141,12 +141,15 @@ pub fn read_followed(
     keys: Option<&Identities>,
     cancelled: &dyn Fn() -> bool,
 ) -> Result<Followed, ArchiveError> {
-    let digests = Digests {
-        sha256: false,
-        fingerprint: true,
-    };
-    let (manifest, size, sha256, seen) =
-        read_stream(reader, keys, None, digests, &mut HashOnly, &mut |_| {}, cancelled)?;
+    let (manifest, size, sha256, seen) = read_stream(
+        reader,
+        keys,
+        None,
+        Digests::FINGERPRINT,
+        &mut HashOnly,
+        &mut |_| {},
+        cancelled,
+    )?;
     check_all_listed(&manifest, &seen)?;
     let fingerprints = seen
         .into_iter()
@@ -213,12 +216,6 @@ impl Followed {
 /// The pass shared by [`read_archive`] and [`read_followed`]: the manifest, the
 /// archive's size and sha256, and every entry seen with its content's digests.
 type PassResult = (Manifest, u64, String, Vec<(FoundEntry, Digested)>);
-
-/// What [`read_archive`] computes over entry content: the manifest's sha256.
-const SHA256_ONLY: Digests = Digests {
-    sha256: true,
-    fingerprint: false,
-};
 
 fn read_stream(
     reader: impl io::Read,

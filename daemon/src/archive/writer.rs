@@ -598,17 +598,11 @@ mod tests {
         let followed = reader.join().unwrap().unwrap();
         let tampered = {
             let mut t = finished.fingerprints.clone();
-            t[0].1 = crate::archive::Digesting::new(
-                io::empty(),
-                Digests {
-                    sha256: false,
-                    fingerprint: true,
-                },
-            )
-            .finish()
-            .1
-            .fingerprint
-            .unwrap();
+            t[0].1 = crate::archive::Digesting::new(io::empty(), Digests::FINGERPRINT)
+                .finish()
+                .1
+                .fingerprint
+                .unwrap();
             t
         };
         // The follower's findings are compared with the writer's, fingerprint and all.
