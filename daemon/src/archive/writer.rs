@@ -2,7 +2,10 @@
 //!
 //! Each entry's sha256 is computed while its bytes stream into the tar, the tar into a
 //! multi-threaded zstd encoder, and the encoder into the file through a hashing
-//! counter, so the archive's own size and sha256 come for free. Symlinks are stored as
+//! counter, so the archive's own size and sha256 come for free. The tar stream is
+//! GNU tar's format, written here ([`put_header`]): content goes to the encoder in
+//! [`IO_BUFFER`]-sized chunks read straight from the source, not in the 8 KiB pieces
+//! of `io::copy`. Symlinks are stored as
 //! symlinks and never followed. [`ArchiveWriter::finish`] appends the manifest (with
 //! every entry and the totals) as the last entry and fsyncs the file. A writer that is
 //! followed (verify-after-backup, [`Follow`]) also fingerprints each entry's content
@@ -30,52 +33,152 @@ use super::{ArchiveError, HashingWriter, IO_BUFFER, encoder};
 use crate::fsutil::{Front, StreamedFile};
 use crate::manifest::{Entry, EntryKind, MANIFEST_PATH, Manifest, Totals, escape};
 
-/// A raw archive path as a `Path` (bytes on Unix; the tar crate writes them as they
-/// are, with a GNU long-name entry when needed).
+/// A raw archive path as a `Path` (bytes on Unix, written as they are).
 fn os_path(bytes: &[u8]) -> &Path {
     Path::new(std::ffi::OsStr::from_bytes(bytes))
 }
 
-/// The tar stream's destination: zstd frames into the sink. Normally one frame; a
+/// A tar block: headers and content are padded to it.
+const BLOCK: usize = 512;
+
+/// Writes zeros up to the next tar block after `len` bytes of content.
+fn pad(out: &mut dyn Write, len: u64) -> io::Result<()> {
+    let rest = (BLOCK - (len % BLOCK as u64) as usize) % BLOCK;
+    out.write_all(&[0u8; BLOCK][..rest])
+}
+
+/// Writes the GNU extension entry (`kind` `L` for a long path, `K` for a long link
+/// target) that holds `name` for the header after it.
+fn put_long_name(out: &mut dyn Write, kind: tar::EntryType, name: &[u8]) -> io::Result<()> {
+    let mut long = tar::Header::new_gnu();
+    let marker = b"././@LongLink";
+    long.as_old_mut().name[..marker.len()].copy_from_slice(marker);
+    long.set_mode(0o644);
+    long.set_uid(0);
+    long.set_gid(0);
+    long.set_mtime(0);
+    // The name and a NUL, as GNU tar writes it.
+    long.set_size(name.len() as u64 + 1);
+    long.set_entry_type(kind);
+    long.set_cksum();
+    out.write_all(long.as_bytes())?;
+    out.write_all(name)?;
+    out.write_all(&[0])?;
+    pad(out, name.len() as u64 + 1)
+}
+
+/// Writes `header` for the entry at `path` (and, for a link, pointing at `target`)
+/// as GNU tar does: a path or target that does not fit the header's 100 bytes goes
+/// into a long-name entry before it (the header keeps the path's first 100 bytes).
+/// Anything else the header refuses (an absolute path, `..`) is an error.
+fn put_header(
+    out: &mut dyn Write,
+    header: &mut tar::Header,
+    path: &[u8],
+    target: Option<&[u8]>,
+) -> io::Result<()> {
+    if let Err(e) = header.set_path(os_path(path)) {
+        let name = &mut header.as_old_mut().name;
+        let max = name.len();
+        if path.len() < max {
+            return Err(e);
+        }
+        name.copy_from_slice(&path[..max]);
+        put_long_name(out, tar::EntryType::GNULongName, path)?;
+    }
+    if let Some(target) = target
+        && let Err(e) = header.set_link_name(os_path(target))
+    {
+        if target.len() < header.as_old().linkname.len() {
+            return Err(e);
+        }
+        put_long_name(out, tar::EntryType::GNULongLink, target)?;
+    }
+    header.set_cksum();
+    out.write_all(header.as_bytes())
+}
+
+/// The tar stream's destination: zstd frames into the sink. A frame starts with the
+/// first byte written after the previous one ended. Normally there is one; a
 /// precompressed frame spliced in ([`ArchiveWriter::add_frame`]) ends the current
-/// frame, its bytes follow as they are, and a new frame starts after them.
+/// frame and its bytes follow as they are, and a change of the number of compression
+/// threads ([`ArchiveWriter::set_workers`]) ends the current frame too.
 struct Frames {
-    encoder: Option<zstd::stream::write::Encoder<'static, Sink>>,
+    state: FrameState,
     level: i32,
     workers: u32,
 }
 
+enum FrameState {
+    /// Between frames: the next byte starts one.
+    Between(Sink),
+    Frame(zstd::stream::write::Encoder<'static, Sink>),
+    /// A frame that could not be ended or spliced in: the archive is unusable.
+    Broken,
+}
+
 impl Frames {
-    fn new(sink: Sink, level: i32, workers: u32) -> io::Result<Frames> {
-        Ok(Frames {
-            encoder: Some(encoder(sink, level, workers)?),
+    fn new(sink: Sink, level: i32, workers: u32) -> Frames {
+        Frames {
+            state: FrameState::Between(sink),
             level,
             workers,
-        })
+        }
     }
 
+    /// The sink after ending the current frame, if there is one.
+    fn end_frame(&mut self) -> io::Result<&mut Sink> {
+        self.state = match std::mem::replace(&mut self.state, FrameState::Broken) {
+            FrameState::Frame(encoder) => FrameState::Between(encoder.finish()?),
+            state => state,
+        };
+        match &mut self.state {
+            FrameState::Between(sink) => Ok(sink),
+            _ => Err(broken_off()),
+        }
+    }
+
+    /// The encoder of the current frame, starting one if need be.
     fn current(&mut self) -> io::Result<&mut zstd::stream::write::Encoder<'static, Sink>> {
-        self.encoder.as_mut().ok_or_else(broken_off)
+        self.state = match std::mem::replace(&mut self.state, FrameState::Broken) {
+            FrameState::Between(sink) => FrameState::Frame(encoder(sink, self.level, self.workers)?),
+            state => state,
+        };
+        match &mut self.state {
+            FrameState::Frame(encoder) => Ok(encoder),
+            _ => Err(broken_off()),
+        }
     }
 
-    /// Ends the current frame, copies `frame` (a complete zstd frame) into the sink
-    /// and starts the next frame.
+    /// Ends the current frame and copies `frame` (a complete zstd frame) into the sink.
     fn splice(&mut self, frame: &mut dyn Read) -> io::Result<()> {
-        let mut sink = self.encoder.take().ok_or_else(broken_off)?.finish()?;
-        super::copy_large(frame, &mut sink)?;
-        self.encoder = Some(encoder(sink, self.level, self.workers)?);
+        super::copy_large(frame, self.end_frame()?)?;
+        Ok(())
+    }
+
+    /// Compresses what follows with `workers` threads: ends the current frame if it
+    /// has another number.
+    fn set_workers(&mut self, workers: u32) -> io::Result<()> {
+        if workers != self.workers {
+            self.end_frame()?;
+            self.workers = workers;
+        }
         Ok(())
     }
 
     /// Ends the last frame; the sink, to be finished.
     fn finish(mut self) -> io::Result<Sink> {
-        self.encoder.take().ok_or_else(broken_off)?.finish()
+        self.end_frame()?;
+        match self.state {
+            FrameState::Between(sink) => Ok(sink),
+            _ => Err(broken_off()),
+        }
     }
 }
 
-/// A splice that failed half-way leaves no encoder: the archive is unusable.
+/// A frame that failed to end leaves no encoder and no sink.
 fn broken_off() -> io::Error {
-    io::Error::other("the archive stream broke off while a frame was spliced in")
+    io::Error::other("the archive stream broke off where one zstd frame ended")
 }
 
 impl Write for Frames {
@@ -84,7 +187,11 @@ impl Write for Frames {
     }
 
     fn flush(&mut self) -> io::Result<()> {
-        self.current()?.flush()
+        match &mut self.state {
+            FrameState::Frame(encoder) => encoder.flush(),
+            FrameState::Between(sink) => sink.flush(),
+            FrameState::Broken => Err(broken_off()),
+        }
     }
 }
 
@@ -191,8 +298,11 @@ pub struct Finished {
 /// Writes one archive. Call [`ArchiveWriter::finish`] to complete it; dropping it
 /// leaves an incomplete file for the caller to remove.
 pub struct ArchiveWriter {
-    tar: tar::Builder<Frames>,
-    /// Checked on every read of entry content, so a shutdown stops a long entry.
+    /// The tar stream's destination.
+    out: Frames,
+    /// Entry content on its way from the source to the encoder.
+    chunk: Vec<u8>,
+    /// Checked on every chunk of entry content, so a shutdown stops a long entry.
     cancel: CancellationToken,
     entries: Vec<Entry>,
     totals: Totals,
@@ -241,12 +351,10 @@ impl ArchiveWriter {
                 Sink::Encrypted(BackgroundWriter::new(age).map_err(ArchiveError::Write)?)
             }
         };
-        let frames = Frames::new(sink, level, workers).map_err(ArchiveError::Write)?;
-        let mut tar = tar::Builder::new(frames);
-        tar.mode(tar::HeaderMode::Complete);
-        tar.follow_symlinks(false);
+        let out = Frames::new(sink, level, workers);
         Ok(ArchiveWriter {
-            tar,
+            out,
+            chunk: vec![0u8; IO_BUFFER],
             cancel,
             entries: Vec::new(),
             totals: Totals::default(),
@@ -282,12 +390,12 @@ impl ArchiveWriter {
         metadata: &Metadata,
         progress: &mut dyn FnMut(u64),
     ) -> Result<(), ArchiveError> {
-        let file = File::open(fs_path).map_err(|source| ArchiveError::Source {
+        // Read in chunks of `IO_BUFFER` by `add_stream`: a buffer here would only copy.
+        let mut file = File::open(fs_path).map_err(|source| ArchiveError::Source {
             path: fs_path.to_owned(),
             source,
         })?;
-        let mut reader = io::BufReader::with_capacity(IO_BUFFER, file);
-        self.add_stream(archive_path, &mut reader, metadata.len(), metadata, progress)
+        self.add_stream(archive_path, &mut file, metadata.len(), metadata, progress)
             .map_err(|e| match e {
                 ArchiveError::Changed { expected, got, .. } => ArchiveError::Changed {
                     path: fs_path.to_owned(),
@@ -300,7 +408,8 @@ impl ArchiveWriter {
 
     /// Adds `size` bytes from `reader` as a regular file `archive_path` with the mode,
     /// owner and mtime of `metadata`, hashing them on the way (and fingerprinting them
-    /// for a follower, see [`Finished::fingerprints`]).
+    /// for a follower, see [`Finished::fingerprints`]). `reader` is read in chunks of
+    /// [`IO_BUFFER`] bytes.
     pub fn add_stream(
         &mut self,
         archive_path: &[u8],
@@ -313,22 +422,12 @@ impl ArchiveWriter {
             sha256: true,
             fingerprint: self.fingerprints.is_some(),
         };
-        let mut reader = ProgressReader {
-            inner: Digesting::new(reader.take(size), digests),
-            progress,
-            cancel: &self.cancel,
-        };
+        let mut content = Digesting::new(reader.take(size), digests);
         let mut header = Self::header(tar::EntryType::Regular, metadata, size);
-        self.tar
-            .append_data(&mut header, os_path(archive_path), &mut reader)
-            .map_err(|e| {
-                if self.cancel.is_cancelled() {
-                    ArchiveError::Cancelled
-                } else {
-                    ArchiveError::Write(e)
-                }
-            })?;
-        let (_, digested) = reader.inner.finish();
+        put_header(&mut self.out, &mut header, archive_path, None).map_err(ArchiveError::Write)?;
+        let copied = self.copy_content(&mut content, progress)?;
+        pad(&mut self.out, copied).map_err(ArchiveError::Write)?;
+        let (_, digested) = content.finish();
         if digested.size != size {
             return Err(ArchiveError::Changed {
                 path: PathBuf::from(os_path(archive_path)),
@@ -351,11 +450,37 @@ impl ArchiveWriter {
         Ok(())
     }
 
+    /// Copies `content` into the tar stream a chunk at a time, checking for a shutdown
+    /// and reporting each chunk to `progress`. Returns the bytes copied.
+    fn copy_content(
+        &mut self,
+        content: &mut dyn Read,
+        progress: &mut dyn FnMut(u64),
+    ) -> Result<u64, ArchiveError> {
+        let mut copied = 0u64;
+        loop {
+            if self.cancel.is_cancelled() {
+                return Err(ArchiveError::Cancelled);
+            }
+            let n = match content.read(&mut self.chunk) {
+                Ok(0) => return Ok(copied),
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(ArchiveError::Write(e)),
+            };
+            self.out
+                .write_all(&self.chunk[..n])
+                .map_err(ArchiveError::Write)?;
+            copied += n as u64;
+            progress(n as u64);
+        }
+    }
+
     /// Adds the content of `frame` (see [`super::frame`]) as the regular file
     /// `archive_path`: its tar header goes into the current zstd frame, the frame's
     /// compressed bytes follow as they are, and the padding starts the next frame. The
     /// content is not read here; reading the archive back checks it against `sha256`
-    /// like any entry's. `archive_path` must fit a tar header's name (100 bytes).
+    /// like any entry's.
     pub fn add_frame(
         &mut self,
         archive_path: &[u8],
@@ -366,20 +491,14 @@ impl ArchiveWriter {
             return Err(ArchiveError::Cancelled);
         }
         let mut header = Self::header(tar::EntryType::Regular, metadata, frame.size);
-        header
-            .set_path(os_path(archive_path))
-            .map_err(ArchiveError::Write)?;
-        header.set_cksum();
         let mut compressed = File::open(&frame.path).map_err(|source| ArchiveError::Source {
             path: frame.path.clone(),
             source,
         })?;
-        let padding = (512 - frame.size % 512) % 512;
-        let frames = self.tar.get_mut();
-        frames
-            .write_all(header.as_bytes())
-            .and_then(|()| frames.splice(&mut compressed))
-            .and_then(|()| frames.write_all(&[0u8; 512][..padding as usize]))
+        let out = &mut self.out;
+        put_header(out, &mut header, archive_path, None)
+            .and_then(|()| out.splice(&mut compressed))
+            .and_then(|()| pad(out, frame.size))
             .map_err(ArchiveError::Write)?;
         self.push(
             Entry {
@@ -399,9 +518,7 @@ impl ArchiveWriter {
     /// Adds a directory entry.
     pub fn add_dir(&mut self, archive_path: &[u8], metadata: &Metadata) -> Result<(), ArchiveError> {
         let mut header = Self::header(tar::EntryType::Directory, metadata, 0);
-        self.tar
-            .append_data(&mut header, os_path(archive_path), io::empty())
-            .map_err(ArchiveError::Write)?;
+        put_header(&mut self.out, &mut header, archive_path, None).map_err(ArchiveError::Write)?;
         self.push(
             Entry {
                 path: escape(archive_path),
@@ -425,9 +542,7 @@ impl ArchiveWriter {
         metadata: &Metadata,
     ) -> Result<(), ArchiveError> {
         let mut header = Self::header(tar::EntryType::Symlink, metadata, 0);
-        self.tar
-            .append_link(&mut header, os_path(archive_path), os_path(target))
-            .map_err(ArchiveError::Write)?;
+        put_header(&mut self.out, &mut header, archive_path, Some(target)).map_err(ArchiveError::Write)?;
         self.push(
             Entry {
                 path: escape(archive_path),
@@ -443,6 +558,12 @@ impl ArchiveWriter {
         Ok(())
     }
 
+    /// Compresses what follows with `workers` threads (in a new zstd frame if that
+    /// is another number).
+    pub fn set_workers(&mut self, workers: u32) -> Result<(), ArchiveError> {
+        self.out.set_workers(workers).map_err(ArchiveError::Write)
+    }
+
     /// Notes media entries that could not be archived and those excluded on purpose,
     /// for the manifest's totals.
     pub fn count_left_out(&mut self, skipped: u64, excluded: u64) {
@@ -451,7 +572,8 @@ impl ArchiveWriter {
     }
 
     /// Writes `manifest` (with the entries and totals filled in) as the last entry,
-    /// completes the tar and zstd streams and fsyncs the file.
+    /// ends the tar stream (two zero blocks), completes the zstd stream and fsyncs the
+    /// file.
     pub fn finish(mut self, mut manifest: Manifest) -> Result<Finished, ArchiveError> {
         manifest.entries = std::mem::take(&mut self.entries);
         manifest.totals = self.totals.clone();
@@ -461,11 +583,14 @@ impl ArchiveWriter {
         header.set_size(json.len() as u64);
         header.set_mode(0o644);
         header.set_mtime(chrono::Utc::now().timestamp().max(0) as u64);
-        self.tar
-            .append_data(&mut header, MANIFEST_PATH, json.as_slice())
+        let out = &mut self.out;
+        put_header(out, &mut header, MANIFEST_PATH.as_bytes(), None)
+            .and_then(|()| out.write_all(&json))
+            .and_then(|()| pad(out, json.len() as u64))
+            .and_then(|()| out.write_all(&[0u8; 2 * BLOCK]))
             .map_err(ArchiveError::Write)?;
-        let frames = self.tar.into_inner().map_err(ArchiveError::Write)?;
-        let output = frames
+        let output = self
+            .out
             .finish()
             .and_then(Sink::finish)
             .map_err(ArchiveError::Write)?;
@@ -477,25 +602,6 @@ impl ArchiveWriter {
             sha256,
             fingerprints: self.fingerprints.unwrap_or_default(),
         })
-    }
-}
-
-/// Reports progress every few MiB as a file streams into the archive.
-struct ProgressReader<'a, R> {
-    inner: Digesting<R>,
-    progress: &'a mut dyn FnMut(u64),
-    cancel: &'a CancellationToken,
-}
-
-impl<R: Read> Read for ProgressReader<'_, R> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        if self.cancel.is_cancelled() {
-            // Not `Interrupted`: io::copy (inside tar) would retry that forever.
-            return Err(io::Error::other("the archive was cancelled"));
-        }
-        let n = self.inner.read(buf)?;
-        (self.progress)(n as u64);
-        Ok(n)
     }
 }
 
@@ -614,6 +720,112 @@ mod tests {
         let sha = followed.check(&finished).unwrap();
         assert_eq!(sha, crate::archive::hash_file(&out).unwrap().1);
         assert_eq!(finished.size, std::fs::metadata(&out).unwrap().len());
+    }
+
+    #[test]
+    fn long_names_and_link_targets_go_into_gnu_long_name_entries() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("f.bin");
+        let content: Vec<u8> = (0..700_001u32).map(|i| (i % 253) as u8).collect();
+        std::fs::write(&file, &content).unwrap();
+        let meta = std::fs::metadata(&file).unwrap();
+        // 100 bytes exactly fit the header; 101 and more need the extension; a name
+        // that is not UTF-8 is written byte for byte either way.
+        let mut long_file = b"media/0/".to_vec();
+        long_file.extend(std::iter::repeat_n(b'x', 140));
+        long_file.extend_from_slice(b"/caf\xe9.bin");
+        let fits = [b"media/0/".as_slice(), &[b'y'; 92]].concat();
+        let long_dir = [b"media/0/".as_slice(), &[b'd'; 120]].concat();
+        let long_target = [b"/".as_slice(), &[b't'; 150]].concat();
+        let out = dir.path().join("a.tar.zst");
+        let mut writer =
+            ArchiveWriter::new(File::create(&out).unwrap(), 3, 1, CancellationToken::new()).unwrap();
+        writer.add_file(b"db/app.db", &file, &meta, &mut |_| {}).unwrap();
+        writer.add_dir(&long_dir, &meta).unwrap();
+        writer.add_file(&long_file, &file, &meta, &mut |_| {}).unwrap();
+        writer.add_file(&fits, &file, &meta, &mut |_| {}).unwrap();
+        writer.add_symlink(b"media/0/link", &long_target, &meta).unwrap();
+        let Finished { manifest, sha256, .. } = writer.finish(manifest()).unwrap();
+        let (read, _, read_sha) = read_archive(&out, None, &mut HashOnly, &mut |_| {}, &|| false).unwrap();
+        assert_eq!((read, Some(read_sha)), (manifest, sha256));
+        // What another tar reader sees: the full names, the target, the content.
+        let tar_bytes = zstd::stream::decode_all(File::open(&out).unwrap()).unwrap();
+        let mut archive = tar::Archive::new(tar_bytes.as_slice());
+        let mut seen = Vec::new();
+        for entry in archive.entries().unwrap() {
+            let mut entry = entry.unwrap();
+            let path = entry.path_bytes().into_owned();
+            let target = entry.link_name_bytes().map(|t| t.into_owned());
+            let mut data = Vec::new();
+            entry.read_to_end(&mut data).unwrap();
+            if entry.header().entry_type().is_file() && path != b"manifest.json" {
+                assert!(
+                    data == content,
+                    "the content of {}",
+                    String::from_utf8_lossy(&path)
+                );
+            }
+            seen.push((path, target));
+        }
+        assert_eq!(
+            seen,
+            [
+                (b"db/app.db".to_vec(), None),
+                (long_dir, None),
+                (long_file, None),
+                (fits, None),
+                (b"media/0/link".to_vec(), Some(long_target)),
+                (b"manifest.json".to_vec(), None),
+            ]
+        );
+    }
+
+    #[test]
+    fn a_change_of_compression_threads_starts_a_frame_and_reads_back_as_one_stream() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("f.bin");
+        let content: Vec<u8> = (0..1_500_000u32).map(|i| (i * 31 % 247) as u8).collect();
+        std::fs::write(&file, &content).unwrap();
+        let meta = std::fs::metadata(&file).unwrap();
+        let out = dir.path().join("a.tar.zst");
+        let mut writer =
+            ArchiveWriter::new(File::create(&out).unwrap(), 3, 2, CancellationToken::new()).unwrap();
+        // Before anything is written no frame has started: nothing to end.
+        writer.set_workers(1).unwrap();
+        writer.add_file(b"db/app.db", &file, &meta, &mut |_| {}).unwrap();
+        writer.set_workers(1).unwrap();
+        writer
+            .add_file(b"media/0/a.bin", &file, &meta, &mut |_| {})
+            .unwrap();
+        writer.set_workers(2).unwrap();
+        writer
+            .add_file(b"media/0/b.bin", &file, &meta, &mut |_| {})
+            .unwrap();
+        let Finished { manifest, sha256, .. } = writer.finish(manifest()).unwrap();
+        let (read, _, read_sha) = read_archive(&out, None, &mut HashOnly, &mut |_| {}, &|| false).unwrap();
+        assert_eq!((read, Some(read_sha)), (manifest, sha256));
+        let bytes = std::fs::read(&out).unwrap();
+        let frames = bytes
+            .windows(4)
+            .filter(|w| *w == [0x28, 0xb5, 0x2f, 0xfd])
+            .count();
+        assert!(
+            frames >= 2,
+            "one frame per number of threads, found {frames} frame magics"
+        );
+        let tar_bytes = zstd::stream::decode_all(bytes.as_slice()).unwrap();
+        let mut archive = tar::Archive::new(tar_bytes.as_slice());
+        let mut files = 0;
+        for entry in archive.entries().unwrap() {
+            let mut entry = entry.unwrap();
+            let mut data = Vec::new();
+            entry.read_to_end(&mut data).unwrap();
+            if entry.path_bytes().as_ref() != b"manifest.json" {
+                assert!(data == content);
+                files += 1;
+            }
+        }
+        assert_eq!(files, 3);
     }
 
     #[test]

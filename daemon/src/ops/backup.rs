@@ -207,7 +207,7 @@ impl<'a> BackupRun<'a> {
         let order = snapshot.media_order();
         let mut media_ms = 0;
         if order == MediaOrder::DuringSnapshot {
-            media_ms = self.archive_media(&mut writer, progress)?;
+            media_ms = self.archive_media(&mut writer, &|| snapshot.in_progress(), progress)?;
         }
         let base = self.done;
         let context = self.archive_context();
@@ -225,7 +225,7 @@ impl<'a> BackupRun<'a> {
                 e => Error::Source(e),
             })?;
         if order == MediaOrder::AfterDatabase {
-            media_ms = self.archive_media(&mut writer, progress)?;
+            media_ms = self.archive_media(&mut writer, &|| false, progress)?;
         }
         if self.ctx.cancel.is_cancelled() {
             return Err(Error::Cancelled);
@@ -367,7 +367,17 @@ impl<'a> BackupRun<'a> {
     /// Walks the job's media directories and adds them to the archive; called only
     /// after the snapshot point (files the snapshot refers to exist by then). Returns
     /// the milliseconds it took.
-    fn archive_media(&mut self, writer: &mut ArchiveWriter, progress: Progress<'_>) -> Result<u64, Error> {
+    ///
+    /// While `snapshot_busy` (a `VACUUM INTO` copy or a dump still being made beside
+    /// the media), they are compressed with one thread fewer: the snapshot is what the
+    /// database's part of the archive waits for, so it keeps a core of its own instead
+    /// of a share of one among the compression threads (measured in README).
+    fn archive_media(
+        &mut self,
+        writer: &mut ArchiveWriter,
+        snapshot_busy: &dyn Fn() -> bool,
+        progress: Progress<'_>,
+    ) -> Result<u64, Error> {
         let clock = Instant::now();
         progress(Event::new(Phase::Media, "walking media directories"));
         let mut walked = Vec::with_capacity(self.job.media.len());
@@ -408,13 +418,20 @@ impl<'a> BackupRun<'a> {
         )?;
         self.total += media_bytes;
         let context = self.archive_context();
+        let workers = self.ctx.host.workers;
         for item in walked.iter().flatten() {
             if self.ctx.cancel.is_cancelled() {
                 return Err(Error::Cancelled);
             }
+            let now = match snapshot_busy() {
+                true => workers.saturating_sub(1).max(1),
+                false => workers,
+            };
+            writer.set_workers(now).map_err(Error::archive(context.clone()))?;
             media::add_to_archive(writer, item, &mut |n| self.tick(n, progress))
                 .map_err(Error::archive(context.clone()))?;
         }
+        writer.set_workers(workers).map_err(Error::archive(context))?;
         Ok(clock.elapsed().as_millis() as u64)
     }
 

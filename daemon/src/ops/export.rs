@@ -305,7 +305,7 @@ fn pack(
             .custom_flags(nix::libc::O_NOFOLLOW)
             .open(&full)
             .and_then(|file| file.metadata().map(|m| (file, m)));
-        let (file, meta) = match opened {
+        let (mut file, meta) = match opened {
             Ok((file, meta)) if meta.is_file() => (file, meta),
             _ => {
                 tracing::warn!(job = job.name, path = %full.display(), "not exported: no longer a regular file");
@@ -313,13 +313,12 @@ fn pack(
                 continue;
             }
         };
-        let mut reader = std::io::BufReader::with_capacity(crate::archive::IO_BUFFER, file);
         // Names go into the archive byte for byte (the manifest escapes what is not
         // UTF-8), as in a backup.
         let mut path = format!("media/{}/", f.root).into_bytes();
         path.extend_from_slice(f.rel.as_os_str().as_bytes());
         writer
-            .add_stream(&path, &mut reader, meta.len(), &meta, &mut tick)
+            .add_stream(&path, &mut file, meta.len(), &meta, &mut tick)
             .map_err(Error::archive(context()))?;
         packed.files += 1;
         packed.bytes += meta.len();

@@ -158,6 +158,12 @@ pub trait Snapshot: Send {
     /// it). A snapshot that already failed says so here.
     fn wait_point(&mut self) -> Result<(), SourceError>;
 
+    /// Whether the snapshot is still being made on another thread (a copy or a dump
+    /// running beside the media).
+    fn in_progress(&self) -> bool {
+        false
+    }
+
     /// Bytes this snapshot will still write to staging (known once it has begun, e.g.
     /// a page stream that must copy a rollback-journal database first).
     fn staging_needed(&self) -> u64 {

@@ -465,6 +465,10 @@ impl Snapshot for DumpSnapshot {
         self.order
     }
 
+    fn in_progress(&self) -> bool {
+        self.thread.as_ref().is_some_and(|t| !t.is_finished())
+    }
+
     fn wait_point(&mut self) -> Result<(), SourceError> {
         if self.order == MediaOrder::AfterDatabase {
             return Ok(());

@@ -204,6 +204,10 @@ impl Snapshot for VacuumSnapshot {
         MediaOrder::DuringSnapshot
     }
 
+    fn in_progress(&self) -> bool {
+        self.thread.as_ref().is_some_and(|t| !t.is_finished())
+    }
+
     fn wait_point(&mut self) -> Result<(), SourceError> {
         self.started.wait();
         // Finished already: it failed before copying (missing, locked, not a
@@ -377,11 +381,10 @@ impl Snapshot for PageSnapshot {
             reader.finish().map_err(|e| self.scratch_error(e))?;
         } else {
             self.plain_copy()?;
-            let file = std::fs::File::open(&self.copy)
+            let mut file = std::fs::File::open(&self.copy)
                 .map_err(SourceError::io("cannot read the snapshot", &self.copy))?;
-            let mut reader = std::io::BufReader::with_capacity(1 << 20, file);
             writer
-                .add_stream(self.entry.as_bytes(), &mut reader, size, &meta, &mut tick)
+                .add_stream(self.entry.as_bytes(), &mut file, size, &meta, &mut tick)
                 .map_err(SourceError::Archive)?;
         }
         Ok(SourceInfo::Sqlite(info))
