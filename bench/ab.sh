@@ -10,7 +10,8 @@
 #   --verify    verify-after-backup of both jobs (default true, the default config)
 #   --work      bench/run.sh's work directory (default /tmp/coffer-bench)
 #
-# Prints each backup's wall time, then both medians and their ratio (B / A).
+# Prints each backup's wall time and the CPU seconds cofferd spent on it (user + system,
+# from /proc/PID/stat), then the medians of both and their ratios (B / A).
 set -euo pipefail
 
 die() { printf 'ab.sh: error: %s\n' "$*" >&2; exit 1; }
@@ -68,23 +69,32 @@ for side in a b; do
     [[ -S $AB/$side/cofferd.sock ]] || die "cofferd $side did not start (log: $AB/$side/cofferd.log)"
 done
 
-TIMES_a=() TIMES_b=()
+TIMES_a=() TIMES_b=() CPU_a=() CPU_b=()
+TICKS=$(getconf CLK_TCK)
+# CPU seconds (user + system) the daemon of side $1 has used so far, its threads that
+# ended included.
+cpu_of() {
+    awk -v hz="$TICKS" '{ sub(/.*\) /, ""); printf "%.2f", ($12 + $13) / hz }' "/proc/${PID[$1]}/stat"
+}
 backup() {
-    local side=$1 bin t0 t1
+    local side=$1 bin t0 t1 c0 c1
     bin=$(bin_of "$side")
     if [[ -n ${LAST[$side]:-} ]]; then
         "$bin/cofferctl" --socket "$AB/$side/cofferd.sock" delete "${LAST[$side]}" --yes >/dev/null
     fi
     sync
+    c0=$(cpu_of "$side")
     t0=$(date +%s.%N)
     "$bin/cofferctl" --socket "$AB/$side/cofferd.sock" backup bench >"$AB/$side/out.txt" 2>&1 ||
         die "backup $side failed: $(tail -n 3 "$AB/$side/out.txt")"
     t1=$(date +%s.%N)
+    c1=$(cpu_of "$side")
     LAST[$side]=$(grep -o 'bench-[0-9TZ]*' "$AB/$side/out.txt" | tail -n 1)
-    local secs
+    local secs cpu
     secs=$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.3f", b - a }')
-    if [[ $side == a ]]; then TIMES_a+=("$secs"); else TIMES_b+=("$secs"); fi
-    printf '%s %s s\n' "$side" "$secs"
+    cpu=$(awk -v a="$c0" -v b="$c1" 'BEGIN { printf "%.2f", b - a }')
+    if [[ $side == a ]]; then TIMES_a+=("$secs") CPU_a+=("$cpu"); else TIMES_b+=("$secs") CPU_b+=("$cpu"); fi
+    printf '%s %s s, CPU %s s\n' "$side" "$secs" "$cpu"
 }
 for ((r = 1; r <= ROUNDS; r++)); do
     if ((r % 2)); then backup a; backup b; else backup b; backup a; fi
@@ -93,6 +103,9 @@ median() {
     printf '%s\n' "$@" | sort -g | awk '{ a[NR] = $1 }
         END { if (NR % 2) printf "%.3f", a[(NR + 1) / 2]; else printf "%.3f", (a[NR / 2] + a[NR / 2 + 1]) / 2 }'
 }
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.3f", b / a }'; }
 ma=$(median "${TIMES_a[@]}") mb=$(median "${TIMES_b[@]}")
+ca=$(median "${CPU_a[@]}") cb=$(median "${CPU_b[@]}")
 printf 'median A %s s, B %s s, B / A %s (%d backups each, verify-after-backup %s)\n' \
-    "$ma" "$mb" "$(awk -v a="$ma" -v b="$mb" 'BEGIN { printf "%.3f", b / a }')" "$ROUNDS" "$VERIFY"
+    "$ma" "$mb" "$(ratio "$ma" "$mb")" "$ROUNDS" "$VERIFY"
+printf 'median CPU A %s s, B %s s, B / A %s\n' "$ca" "$cb" "$(ratio "$ca" "$cb")"
