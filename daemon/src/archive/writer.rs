@@ -2,10 +2,9 @@
 //!
 //! Each entry's sha256 is computed while its bytes stream into the tar, the tar into a
 //! multi-threaded zstd encoder, and the encoder into the file through a hashing
-//! counter, so the archive's own size and sha256 come for free. The tar stream is
-//! GNU tar's format, written here ([`put_header`]): content goes to the encoder in
-//! [`IO_BUFFER`]-sized chunks read straight from the source, not in the 8 KiB pieces
-//! of `io::copy`. Symlinks are stored as
+//! counter, so the archive's own size and sha256 come for free. The tar stream is GNU
+//! tar's format, written here ([`put_header`]); content goes to the encoder in
+//! [`IO_BUFFER`]-sized chunks read straight from the source. Symlinks are stored as
 //! symlinks and never followed. [`ArchiveWriter::finish`] appends the manifest (with
 //! every entry and the totals) as the last entry and fsyncs the file. A writer that is
 //! followed (verify-after-backup, [`Follow`]) also fingerprints each entry's content
