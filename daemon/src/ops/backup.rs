@@ -369,9 +369,11 @@ impl<'a> BackupRun<'a> {
     /// the milliseconds it took.
     ///
     /// While `snapshot_busy` (a `VACUUM INTO` copy or a dump still being made beside
-    /// the media), they are compressed with one thread fewer: the snapshot is what the
-    /// database's part of the archive waits for, so it keeps a core of its own instead
-    /// of a share of one among the compression threads (measured in README).
+    /// the media), they are compressed with one thread fewer (with two, zstd runs on
+    /// the thread that reads and hashes them, no workers beside it): the snapshot is
+    /// what the database's part of the archive waits for, so it keeps a core of its
+    /// own instead of a share of one among the compression threads (measured in
+    /// README).
     fn archive_media(
         &mut self,
         writer: &mut ArchiveWriter,
