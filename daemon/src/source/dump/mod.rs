@@ -118,32 +118,34 @@ pub struct ProbeFacts {
 /// that failed is not kept: the snapshot probes again and fails with its error.
 pub struct ProbedOnce<S>(Mutex<Option<(S, ProbeFacts)>>);
 
-impl<S> ProbedOnce<S> {
+impl<S: DbServer> ProbedOnce<S> {
     pub fn new() -> ProbedOnce<S> {
         ProbedOnce(Mutex::new(None))
     }
 
-    /// The facts of `probe`, kept with its server for [`Self::take_or`].
-    pub fn facts(
-        &self,
-        probe: impl FnOnce() -> Result<(S, ProbeFacts), DbError>,
-    ) -> Result<ProbeFacts, DbError> {
-        let (server, facts) = probe()?;
+    /// Probes the server `server` gives ([`DbServer::probe`]); its facts, kept with the
+    /// server for [`Self::take_or`].
+    pub fn facts(&self, server: impl FnOnce() -> Result<S, DbError>) -> Result<ProbeFacts, DbError> {
+        let (server, facts) = probed(server)?;
         *self.0.lock().unwrap_or_else(|p| p.into_inner()) = Some((server, facts.clone()));
         Ok(facts)
     }
 
-    /// The kept probe, or a new one.
-    pub fn take_or(
-        &self,
-        probe: impl FnOnce() -> Result<(S, ProbeFacts), DbError>,
-    ) -> Result<(S, ProbeFacts), DbError> {
+    /// The kept probe, or a new one of the server `server` gives.
+    pub fn take_or(&self, server: impl FnOnce() -> Result<S, DbError>) -> Result<(S, ProbeFacts), DbError> {
         let kept = self.0.lock().unwrap_or_else(|p| p.into_inner()).take();
-        kept.map_or_else(probe, Ok)
+        kept.map_or_else(|| probed(server), Ok)
     }
 }
 
-impl<S> Default for ProbedOnce<S> {
+/// The server `server` gives, and what probing it found.
+fn probed<S: DbServer>(server: impl FnOnce() -> Result<S, DbError>) -> Result<(S, ProbeFacts), DbError> {
+    let server = server()?;
+    let facts = server.probe()?;
+    Ok((server, facts))
+}
+
+impl<S: DbServer> Default for ProbedOnce<S> {
     fn default() -> Self {
         Self::new()
     }

@@ -61,13 +61,6 @@ impl MySource {
         }
     }
 
-    /// The server, probed.
-    fn probe_server(&self) -> Result<(Mariadb, ProbeFacts), DbError> {
-        let server = self.server()?;
-        let facts = server.probe()?;
-        Ok((server, facts))
-    }
-
     /// The job's server: its tools (found now, versions read) and settings.
     pub fn server(&self) -> Result<Mariadb, DbError> {
         let tools = MariaTools::find(self.config.bin_dir.as_deref())?;
@@ -93,7 +86,7 @@ impl Source for MySource {
     }
 
     fn estimate(&self) -> Estimate {
-        match self.probed.facts(|| self.probe_server()) {
+        match self.probed.facts(|| self.server()) {
             // A plain-SQL dump of InnoDB data is about its data length (hex blobs
             // double); data + index length bounds it well enough for the guard.
             Ok(facts) => Estimate {
@@ -108,7 +101,7 @@ impl Source for MySource {
     }
 
     fn begin(&self, staging: &Path, cancel: &CancellationToken) -> Result<Box<dyn Snapshot>, SourceError> {
-        let (server, facts) = self.probed.take_or(|| self.probe_server())?;
+        let (server, facts) = self.probed.take_or(|| self.server())?;
         server.check_transactional()?;
         let estimate = facts.data_bytes;
         let database = server.database().to_owned();

@@ -89,13 +89,6 @@ impl PgSource {
         }
     }
 
-    /// The server, probed.
-    fn probe_server(&self) -> Result<(Postgres, ProbeFacts), DbError> {
-        let server = self.server()?;
-        let facts = server.probe()?;
-        Ok((server, facts))
-    }
-
     /// The job's server: its tools (found now, versions read) and connection.
     pub fn server(&self) -> Result<Postgres, DbError> {
         let tools = PgTools::find(self.config.bin_dir.as_deref())?;
@@ -122,7 +115,7 @@ impl Source for PgSource {
     }
 
     fn estimate(&self) -> Estimate {
-        match self.probed.facts(|| self.probe_server()) {
+        match self.probed.facts(|| self.server()) {
             // The uncompressed dump is at most about the database's size (indexes are
             // not dumped); the archive at most the dump.
             Ok(facts) => Estimate {
@@ -141,7 +134,7 @@ impl Source for PgSource {
         // Probed (by the estimate, a moment ago, or here) before the media are
         // touched: a server that cannot be reached or a tool that is too old fails the
         // run at once.
-        let (server, facts) = self.probed.take_or(|| self.probe_server())?;
+        let (server, facts) = self.probed.take_or(|| self.server())?;
         server.check_tool_version(&facts)?;
         let estimate = facts.data_bytes;
         let database = server.database().to_owned();
