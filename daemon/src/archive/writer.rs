@@ -37,6 +37,20 @@ fn os_path(bytes: &[u8]) -> &Path {
     Path::new(std::ffi::OsStr::from_bytes(bytes))
 }
 
+/// The manifest's entry of `kind` for `archive_path`, with the mode and mtime of
+/// `metadata` (as its tar header has them); no content, no link target.
+fn entry(archive_path: &[u8], kind: EntryKind, metadata: &Metadata) -> Entry {
+    Entry {
+        path: escape(archive_path),
+        kind,
+        size: 0,
+        sha256: String::new(),
+        mode: metadata.mode() & 0o7777,
+        mtime: metadata.mtime().max(0),
+        target: None,
+    }
+}
+
 /// A tar block: headers and content are padded to it.
 const BLOCK: usize = 512;
 
@@ -436,13 +450,9 @@ impl ArchiveWriter {
         }
         self.push(
             Entry {
-                path: escape(archive_path),
-                kind: EntryKind::File,
                 size,
                 sha256: digested.sha256.unwrap_or_default(),
-                mode: metadata.mode() & 0o7777,
-                mtime: metadata.mtime().max(0),
-                target: None,
+                ..entry(archive_path, EntryKind::File, metadata)
             },
             digested.fingerprint,
         );
@@ -501,13 +511,9 @@ impl ArchiveWriter {
             .map_err(ArchiveError::Write)?;
         self.push(
             Entry {
-                path: escape(archive_path),
-                kind: EntryKind::File,
                 size: frame.size,
                 sha256: frame.sha256.clone(),
-                mode: metadata.mode() & 0o7777,
-                mtime: metadata.mtime().max(0),
-                target: None,
+                ..entry(archive_path, EntryKind::File, metadata)
             },
             Some(frame.fingerprint),
         );
@@ -518,18 +524,7 @@ impl ArchiveWriter {
     pub fn add_dir(&mut self, archive_path: &[u8], metadata: &Metadata) -> Result<(), ArchiveError> {
         let mut header = Self::header(tar::EntryType::Directory, metadata, 0);
         put_header(&mut self.out, &mut header, archive_path, None).map_err(ArchiveError::Write)?;
-        self.push(
-            Entry {
-                path: escape(archive_path),
-                kind: EntryKind::Dir,
-                size: 0,
-                sha256: String::new(),
-                mode: metadata.mode() & 0o7777,
-                mtime: metadata.mtime().max(0),
-                target: None,
-            },
-            None,
-        );
+        self.push(entry(archive_path, EntryKind::Dir, metadata), None);
         Ok(())
     }
 
@@ -544,13 +539,8 @@ impl ArchiveWriter {
         put_header(&mut self.out, &mut header, archive_path, Some(target)).map_err(ArchiveError::Write)?;
         self.push(
             Entry {
-                path: escape(archive_path),
-                kind: EntryKind::Symlink,
-                size: 0,
-                sha256: String::new(),
-                mode: metadata.mode() & 0o7777,
-                mtime: metadata.mtime().max(0),
                 target: Some(escape(target)),
+                ..entry(archive_path, EntryKind::Symlink, metadata)
             },
             None,
         );
